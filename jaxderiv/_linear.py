@@ -1,0 +1,94 @@
+"""Linear layer, `y = x @ w + b`, with its derived backward rule.
+
+Derivation: docs/linear.md.
+"""
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxderiv import _numerics, _validate
+
+
+def linear(x, weight, bias=None):
+    """Affine map over the last axis whose backward pass is the derived rules (2)-(4).
+
+    (1)  `y = x @ w + b`, that is `y[..., j] = sum_i x[..., i] w[i, j] + b[j]`.
+
+    Args:
+      x: inputs of shape `(*B, I)`, with any number of batch axes `*B` (none
+        included: `(I,)` gives `(O,)`).
+      weight: `w`, of shape `(I, O)`.
+      bias: optional `b`, of shape `(O,)`.
+      Dtypes follow JAX's promotion rules (`jnp.result_type(x, weight, bias)`), so
+      under `jax_numpy_dtype_promotion='strict'` mixed dtypes raise a `TypeError`;
+      integer inputs are promoted to JAX's default floating dtype. For float16 and
+      bfloat16 the products are accumulated in float32.
+
+    Returns:
+      `y`, of shape `(*B, O)` in the promoted dtype.
+
+    Raises:
+      TypeError: if an argument is not a real array, or the dtypes do not promote.
+      ValueError: if `x` is a scalar, `weight` is not 2-D, the feature sizes differ,
+        or `bias` is not of shape `(O,)`; the message lists every problem at once.
+
+    Derivative:
+      With `g = y_bar` of shape `(*B, O)` and sums over every batch axis `*B`:
+      (2)  `x_bar = g @ w.T`, shape `(*B, I)`;
+      (3)  `w_bar = sum_B x^T g`, that is `w_bar[i, j] = sum_b x[b, i] g[b, j]`,
+           shape `(I, O)`;
+      (4)  `b_bar = sum_B g`, shape `(O,)`.
+      Residuals: `x` and `w` (the inputs themselves; the bias is not needed).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxderiv
+      >>> jaxderiv.linear(jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.arange(4.0))
+      Array([[3., 4., 5., 6.],
+             [3., 4., 5., 6.]], dtype=float32)
+    """
+    x = _validate.as_float_array("linear", "x", x)
+    weight = _validate.as_float_array("linear", "weight", weight)
+    if bias is not None:
+        bias = _validate.as_float_array("linear", "bias", bias)
+    _validate.check_linear_shapes("linear", x, weight, bias)
+    dtype = _validate.common_float_dtype("linear", x=x, weight=weight, bias=bias)
+    x, weight = x.astype(dtype), weight.astype(dtype)
+    if bias is not None:
+        bias = bias.astype(dtype)
+    return _linear(bias is not None, x, weight, bias)
+
+
+# `has_bias` is static so that the backward rule can return `None` for a missing bias.
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _linear(has_bias, x, w, b):
+    acc = _numerics.accum_dtype(x.dtype)
+    y = jnp.matmul(x, w, preferred_element_type=acc)
+    if has_bias:
+        y = y + jnp.broadcast_to(b.astype(acc), y.shape)  # (1)
+    return y.astype(x.dtype)
+
+
+def _linear_fwd(has_bias, x, w, b):
+    return _linear(has_bias, x, w, b), (x, w)
+
+
+def _linear_bwd(has_bias, res, y_bar):
+    x, w = res
+    acc = _numerics.accum_dtype(x.dtype)
+    g = y_bar
+    x_bar = jnp.matmul(g, w.T, preferred_element_type=acc)  # (2)
+
+    # Flatten every batch axis into one of size N, so (3) and (4) are single sums.
+    n = math.prod(x.shape[:-1])
+    x2, g2 = x.reshape(n, x.shape[-1]), g.reshape(n, g.shape[-1])
+    w_bar = jnp.matmul(x2.T, g2, preferred_element_type=acc)  # (3)
+    b_bar = None
+    if has_bias:
+        b_bar = jnp.sum(g2, axis=0, dtype=acc).astype(g.dtype)  # (4)
+    return x_bar.astype(x.dtype), w_bar.astype(w.dtype), b_bar
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)

@@ -1,0 +1,69 @@
+"""Mean squared error, `mean((y_hat - y)^2)`, with its derived backward rule.
+
+Derivation: docs/mse.md.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxderiv import _numerics, _validate
+
+
+def mse(predictions, targets):
+    """Mean squared error over every element, with the derived backward rule (2)-(3).
+
+    (1)  `l = sum((y_hat - y)^2) / N`, with `y_hat = predictions`, `y = targets` and
+         `N` their number of elements.
+
+    Args:
+      predictions: `y_hat`, of any shape `(*S)` with at least one element.
+      targets: `y`, of exactly the same shape `(*S)`; nothing is broadcast.
+      Dtypes follow JAX's promotion rules, with integer and boolean inputs (one-hot
+      labels, say) promoted to JAX's default floating dtype. For float16 and
+      bfloat16 the squares are summed in float32.
+
+    Returns:
+      `l`, a scalar (shape `()`) in the promoted dtype; `l >= 0`.
+
+    Raises:
+      TypeError: if an argument is not a real array, or the dtypes do not promote.
+      ValueError: if the shapes differ (an `(N, 1)` against an `(N,)` is refused,
+        not broadcast to `(N, N)`), or there are no elements.
+
+    Derivative:
+      With `g = l_bar`, the scalar cotangent:
+      (2)  `y_hat_bar = (2 / N) (y_hat - y) g`;
+      (3)  `y_bar = -(2 / N) (y_hat - y) g`, the negative of (2).
+      Residuals: the difference `y_hat - y` only, in the promoted dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxderiv
+      >>> jaxderiv.mse(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]))
+      Array(2.5, dtype=float32)
+    """
+    predictions = _validate.as_float_array("mse", "predictions", predictions)
+    targets = _validate.as_float_array("mse", "targets", targets)
+    _validate.check_same_shape("mse", ("predictions", "targets"), predictions, targets)
+    _validate.check_nonempty("mse", "predictions", predictions, "their mean")
+    dtype = _validate.common_float_dtype("mse", predictions=predictions, targets=targets)
+    return _mse(predictions.astype(dtype), targets.astype(dtype))
+
+
+@jax.custom_vjp
+def _mse(y_hat, y):
+    d = _numerics.upcast(y_hat - y)
+    return (jnp.sum(d * d) / d.size).astype(y_hat.dtype)  # (1)
+
+
+def _mse_fwd(y_hat, y):
+    return _mse(y_hat, y), y_hat - y
+
+
+def _mse_bwd(res, l_bar):
+    d = res
+    df = _numerics.upcast(d)
+    y_hat_bar = ((2 / d.size) * df * l_bar.astype(df.dtype)).astype(d.dtype)  # (2)
+    return y_hat_bar, -y_hat_bar  # (3)
+
+
+_mse.defvjp(_mse_fwd, _mse_bwd)

@@ -1,0 +1,98 @@
+"""Softmax, `p = exp(x) / sum(exp(x))`, with its derived backward rule.
+
+Derivation: docs/softmax.md.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxderiv import _numerics, _validate
+
+
+def softmax(x, axis=-1, where=None):
+    """Softmax along `axis` whose backward pass is the derived rule (2).
+
+    (1)  `p = exp(x - m) / sum(exp(x - m), axis)` with `m = max(x, axis)`; the shift
+         by `m` leaves `p` unchanged and keeps `exp` from overflowing.
+
+    Args:
+      x: logits of any shape `(*S)`; the `C` entries along `axis` are normalised.
+        A floating `x` keeps its dtype; integer and boolean inputs are promoted to
+        JAX's default floating dtype. For float16 and bfloat16 the exponentials are
+        summed in float32.
+      axis: an int, a tuple of ints (normalise jointly over several axes) or `None`
+        (all axes). Negative values count from the end.
+      where: optional boolean array that broadcasts to `x`'s shape; `False` excludes
+        an entry, which then gets probability 0 and cotangent 0 whatever its logit.
+
+    Returns:
+      `p`, with `x`'s shape and (promoted) dtype. Along `axis` the entries are in
+      [0, 1] and sum to 1, except in a row with no usable entry (every entry excluded
+      by `where` or equal to -inf), which is all zeros, as masked attention expects.
+
+    Raises:
+      TypeError: if `x` is not a real array, `axis` is not an int or tuple of ints,
+        or `where` is not boolean.
+      ValueError: if `axis` is out of range or repeated, or `where` does not
+        broadcast to `x`'s shape.
+
+    Derivative:
+      (2)  `x_bar = p * (y_bar - sum(y_bar * p, axis))`,
+      the product of the cotangent with the Jacobian `diag(p) - p p^T` of each row,
+      computed without forming it. Residuals: `p` only, in `x`'s dtype. Excluded and
+      -inf entries have `p = 0`, so their cotangent is exactly 0 and finite. For the
+      half types the inner product is accumulated in float32.
+
+    Limitations:
+      A row that contains +inf gets the limit of softmax as those logits grow
+      together: its +inf entries share the mass equally and every other entry is 0.
+      A NaN anywhere in a row (that `where` does not exclude) makes the whole row,
+      and its cotangent, NaN; other rows are unaffected.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxderiv
+      >>> jaxderiv.softmax(jnp.array([0.0, jnp.log(3.0)]))
+      Array([0.25, 0.75], dtype=float32)
+    """
+    x = _validate.as_float_array("softmax", "x", x)
+    axes = _validate.normalize_axis("softmax", axis, x)
+    where = _validate.broadcast_mask("softmax", where, x)
+    return _softmax(x, axes, where)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _softmax(x, axes, where):
+    xf = _numerics.upcast(x)
+    if where is not None:
+        xf = jnp.where(where, xf, -jnp.inf)
+    m = jnp.max(xf, axes, keepdims=True, initial=-jnp.inf)
+
+    # A row of -inf (or fully excluded) has m = -inf; shifting by it would give NaN.
+    shift = jnp.where(jnp.isfinite(m), m, 0)
+    z = xf - shift
+    # A row holding +inf: take the limit, sharing the mass among its +inf entries.
+    z = jnp.where(m == jnp.inf, jnp.where(xf == jnp.inf, 0, -jnp.inf), z)
+
+    e = jnp.exp(z)
+    s = jnp.sum(e, axes, keepdims=True)
+    # s = 0 only for a row with no usable entry; it is all zeros, not 0/0.
+    p = e / jnp.where(s == 0, 1, s)  # (1)
+    return p.astype(x.dtype)
+
+
+def _softmax_fwd(x, axes, where):
+    p = _softmax(x, axes, where)
+    return p, p
+
+
+def _softmax_bwd(axes, res, y_bar):
+    p = res
+    pf, gf = _numerics.upcast(p), _numerics.upcast(y_bar)
+    inner = jnp.sum(gf * pf, axes, keepdims=True)  # sum(y_bar * p, axis) in (2)
+    x_bar = pf * (gf - inner)  # (2)
+    return x_bar.astype(p.dtype), None
+
+
+_softmax.defvjp(_softmax_fwd, _softmax_bwd)

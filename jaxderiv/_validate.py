@@ -1,0 +1,208 @@
+"""Input checks shared by every op; every user-facing error message is built here.
+
+All checks read static information only (shapes, dtypes, Python values), so they run
+once at trace time and never break `jax.jit`.
+"""
+
+import operator
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, int, float, bool)
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def describe(value) -> str:
+    """Return `shape (2, 3) and dtype float32` for an array, the type name otherwise."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"shape {_fmt_shape(value.shape)} and dtype {jnp.dtype(value.dtype).name}"
+    return f"a value of type `{type(value).__name__}`"
+
+
+def default_float():
+    """JAX's default floating dtype: float64 with `jax_enable_x64`, else float32."""
+    return jnp.result_type(float)
+
+
+def as_float_array(fn: str, name: str, value) -> jax.Array:
+    """Convert `value` to a floating JAX array, or raise a `TypeError` that says why.
+
+    Floating arrays keep their dtype; integer and boolean arrays (and Python scalars)
+    are promoted to `default_float()`, as `jax.nn.softmax` does. Lists, tuples,
+    strings, `None` and complex values are rejected.
+    """
+    if isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"jaxderiv.{fn}: `{name}` must be an array, but got a "
+            f"`{type(value).__name__}`. Wrap it with `jnp.asarray(...)` first."
+        )
+    if not isinstance(value, _ARRAY_TYPES) and not (
+        hasattr(value, "shape") and hasattr(value, "dtype")
+    ):
+        raise TypeError(
+            f"jaxderiv.{fn}: `{name}` must be an array or a real scalar, but got "
+            f"{describe(value)}."
+        )
+    dtype = jnp.result_type(value)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"jaxderiv.{fn}: `{name}` has complex dtype {jnp.dtype(dtype).name}; "
+            "only real floating, integer and boolean inputs are supported. "
+            "Pass the real part, or split real and imaginary parts yourself."
+        )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.asarray(value, dtype=default_float())
+    return jnp.asarray(value)
+
+
+def common_float_dtype(fn: str, **arrays) -> jnp.dtype:
+    """The dtype JAX's promotion rules give for `arrays`, made floating.
+
+    Under `jax_numpy_dtype_promotion='strict'` mixed dtypes raise here, with a message
+    that names every argument and its dtype.
+    """
+    present = {k: v for k, v in arrays.items() if v is not None}
+    try:
+        dtype = jnp.result_type(*present.values())
+    except TypeError as err:
+        listing = ", ".join(f"`{k}` is {jnp.dtype(v.dtype).name}" for k, v in present.items())
+        raise TypeError(
+            f"jaxderiv.{fn}: the inputs have dtypes that JAX will not promote "
+            f"implicitly here ({listing}). Cast them to one dtype first, for example "
+            f"`x.astype(jnp.float32)`. JAX said: {err}"
+        ) from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = default_float()
+    return jnp.dtype(dtype)
+
+
+def normalize_axis(fn: str, axis, x: jax.Array, name: str = "x") -> tuple[int, ...]:
+    """Return `axis` as a sorted tuple of non-negative ints, or raise.
+
+    `axis` may be an int, a tuple or list of ints, or `None` for every axis.
+    """
+    ndim = x.ndim
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise TypeError(
+                f"jaxderiv.{fn}: `axis` must be an integer or a tuple of integers, "
+                f"but got {axis!r}."
+            )
+        try:
+            index = operator.index(item)
+        except TypeError:
+            raise TypeError(
+                f"jaxderiv.{fn}: `axis` must be an integer or a tuple of integers, "
+                f"but got {axis!r}."
+            ) from None
+        if not -ndim <= index < ndim:
+            hint = (
+                "a scalar has no axes; give `x` at least one dimension"
+                if ndim == 0
+                else f"expected an integer in [{-ndim}, {ndim - 1}]"
+            )
+            raise ValueError(
+                f"jaxderiv.{fn}: `axis` = {index} is out of range for `{name}` with "
+                f"shape {_fmt_shape(x.shape)} (rank {ndim}); {hint}."
+            )
+        out.append(index % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(
+            f"jaxderiv.{fn}: `axis` = {axis!r} names the same axis more than once "
+            f"for `{name}` of rank {ndim}."
+        )
+    return tuple(sorted(out))
+
+
+def broadcast_mask(fn: str, where, x: jax.Array, name: str = "x"):
+    """Check a boolean `where` mask and broadcast it to `x`'s shape (None stays None)."""
+    if where is None:
+        return None
+    if isinstance(where, (list, tuple)) or not hasattr(jnp.asarray(where), "dtype"):
+        raise TypeError(
+            f"jaxderiv.{fn}: `where` must be a boolean array, but got "
+            f"{describe(where)}. Wrap it with `jnp.asarray(...)` first."
+        )
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(
+            f"jaxderiv.{fn}: `where` must have dtype bool (True keeps an entry), but "
+            f"got {describe(where)}. For a 0/1 mask pass `where=mask.astype(bool)`; "
+            "for an additive mask of -inf, add it to the logits instead."
+        )
+    try:
+        shape = jnp.broadcast_shapes(where.shape, x.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(
+            f"jaxderiv.{fn}: `where` with shape {_fmt_shape(where.shape)} does not "
+            f"broadcast to `{name}` with shape {_fmt_shape(x.shape)}; it must broadcast "
+            "without changing that shape."
+        )
+    return jnp.broadcast_to(where, x.shape)
+
+
+def check_same_shape(fn: str, names: tuple[str, str], a: jax.Array, b: jax.Array):
+    """Raise a `ValueError` unless `a` and `b` have identical shapes (no broadcasting)."""
+    if a.shape == b.shape:
+        return
+    hint = ""
+    if a.ndim == b.ndim + 1 and a.shape[-1] == 1 and a.shape[:-1] == b.shape:
+        hint = f" Drop the trailing axis with `{names[0]}[..., 0]`."
+    elif b.ndim == a.ndim + 1 and b.shape[-1] == 1 and b.shape[:-1] == a.shape:
+        hint = f" Drop the trailing axis with `{names[1]}[..., 0]`."
+    raise ValueError(
+        f"jaxderiv.{fn}: `{names[0]}` has shape {_fmt_shape(a.shape)} but "
+        f"`{names[1]}` has shape {_fmt_shape(b.shape)}; the shapes must be equal "
+        f"(no broadcasting).{hint}"
+    )
+
+
+def check_nonempty(fn: str, name: str, x: jax.Array, what: str):
+    """Raise a `ValueError` if `x` has no elements, saying what is then undefined."""
+    if x.size == 0:
+        raise ValueError(
+            f"jaxderiv.{fn}: `{name}` has shape {_fmt_shape(x.shape)} with no "
+            f"elements; {what} is undefined."
+        )
+
+
+def check_linear_shapes(fn: str, x: jax.Array, weight: jax.Array, bias):
+    """Check the shapes of `linear`'s arguments, reporting every problem at once."""
+    problems = []
+    if x.ndim < 1:
+        problems.append(
+            f"`x` must have at least one axis (features last), but has shape "
+            f"{_fmt_shape(x.shape)}"
+        )
+    if weight.ndim != 2:
+        problems.append(
+            f"`weight` must have shape (I, O) (rank 2), but has shape "
+            f"{_fmt_shape(weight.shape)}"
+        )
+    if not problems and x.shape[-1] != weight.shape[0]:
+        fix = ""
+        if x.shape[-1] == weight.shape[1]:
+            fix = " (if `weight` is stored as (O, I), pass `weight.T`)"
+        problems.append(
+            f"`x` has {x.shape[-1]} input features (shape {_fmt_shape(x.shape)}) but "
+            f"`weight` expects {weight.shape[0]} (shape {_fmt_shape(weight.shape)}){fix}"
+        )
+    if bias is not None and weight.ndim == 2 and bias.shape != (weight.shape[1],):
+        problems.append(
+            f"`bias` must have shape ({weight.shape[1]},) to match `weight` with shape "
+            f"{_fmt_shape(weight.shape)}, but has shape {_fmt_shape(bias.shape)}"
+        )
+    if problems:
+        raise ValueError(f"jaxderiv.{fn}: " + "; ".join(problems) + ".")
