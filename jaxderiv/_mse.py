@@ -45,7 +45,9 @@ def mse(predictions, targets):
     targets = _validate.as_float_array("mse", "targets", targets)
     _validate.check_same_shape("mse", ("predictions", "targets"), predictions, targets)
     _validate.check_nonempty("mse", "predictions", predictions, "their mean")
-    dtype = _validate.common_float_dtype("mse", predictions=predictions, targets=targets)
+    dtype = _validate.common_float_dtype(
+        "mse", predictions=predictions, targets=targets
+    )
     return _mse(predictions.astype(dtype), targets.astype(dtype))
 
 

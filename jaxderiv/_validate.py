@@ -15,13 +15,17 @@ _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, int, float, bool)
 
 
 def _fmt_shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    return (
+        "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    )
 
 
 def describe(value) -> str:
     """Return `shape (2, 3) and dtype float32` for an array, the type name otherwise."""
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"shape {_fmt_shape(value.shape)} and dtype {jnp.dtype(value.dtype).name}"
+        return (
+            f"shape {_fmt_shape(value.shape)} and dtype {jnp.dtype(value.dtype).name}"
+        )
     return f"a value of type `{type(value).__name__}`"
 
 
@@ -71,7 +75,9 @@ def common_float_dtype(fn: str, **arrays) -> jnp.dtype:
     try:
         dtype = jnp.result_type(*present.values())
     except TypeError as err:
-        listing = ", ".join(f"`{k}` is {jnp.dtype(v.dtype).name}" for k, v in present.items())
+        listing = ", ".join(
+            f"`{k}` is {jnp.dtype(v.dtype).name}" for k, v in present.items()
+        )
         raise TypeError(
             f"jaxderiv.{fn}: the inputs have dtypes that JAX will not promote "
             f"implicitly here ({listing}). Cast them to one dtype first, for example "
@@ -125,7 +131,7 @@ def normalize_axis(fn: str, axis, x: jax.Array, name: str = "x") -> tuple[int, .
 
 
 def broadcast_mask(fn: str, where, x: jax.Array, name: str = "x"):
-    """Check a boolean `where` mask and broadcast it to `x`'s shape (None stays None)."""
+    """Check a boolean `where` mask and broadcast it to `x`'s shape; keep `None`."""
     if where is None:
         return None
     if isinstance(where, (list, tuple)) or not hasattr(jnp.asarray(where), "dtype"):
@@ -147,14 +153,14 @@ def broadcast_mask(fn: str, where, x: jax.Array, name: str = "x"):
     if shape != x.shape:
         raise ValueError(
             f"jaxderiv.{fn}: `where` with shape {_fmt_shape(where.shape)} does not "
-            f"broadcast to `{name}` with shape {_fmt_shape(x.shape)}; it must broadcast "
-            "without changing that shape."
+            f"broadcast to `{name}` with shape {_fmt_shape(x.shape)}; it must "
+            "broadcast without changing that shape."
         )
     return jnp.broadcast_to(where, x.shape)
 
 
 def check_same_shape(fn: str, names: tuple[str, str], a: jax.Array, b: jax.Array):
-    """Raise a `ValueError` unless `a` and `b` have identical shapes (no broadcasting)."""
+    """Raise a `ValueError` unless `a` and `b` have equal shapes; never broadcast."""
     if a.shape == b.shape:
         return
     hint = ""
@@ -196,8 +202,9 @@ def check_linear_shapes(fn: str, x: jax.Array, weight: jax.Array, bias):
         if x.shape[-1] == weight.shape[1]:
             fix = " (if `weight` is stored as (O, I), pass `weight.T`)"
         problems.append(
-            f"`x` has {x.shape[-1]} input features (shape {_fmt_shape(x.shape)}) but "
-            f"`weight` expects {weight.shape[0]} (shape {_fmt_shape(weight.shape)}){fix}"
+            f"`x` has {x.shape[-1]} input features (shape {_fmt_shape(x.shape)}) "
+            f"but `weight` expects {weight.shape[0]} (shape "
+            f"{_fmt_shape(weight.shape)}){fix}"
         )
     if bias is not None and weight.ndim == 2 and bias.shape != (weight.shape[1],):
         problems.append(

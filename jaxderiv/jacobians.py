@@ -79,7 +79,11 @@ def linear(x, weight, bias=None):
     """
     x = _validate.as_float_array("jacobians.linear", "x", x)
     w = _validate.as_float_array("jacobians.linear", "weight", weight)
-    b = None if bias is None else _validate.as_float_array("jacobians.linear", "bias", bias)
+    b = (
+        None
+        if bias is None
+        else _validate.as_float_array("jacobians.linear", "bias", bias)
+    )
     _validate.check_linear_shapes("jacobians.linear", x, w, b)
     dtype = _validate.common_float_dtype("jacobians.linear", x=x, weight=w, bias=b)
     x, w = x.astype(dtype), w.astype(dtype)
@@ -91,11 +95,11 @@ def linear(x, weight, bias=None):
 
     d_x = jnp.einsum("bc,sj->bjcs", eye_b, w)
     d_w = jnp.einsum("br,sj->bjrs", x2, eye_o)
-    d_x = d_x.reshape(batch + (n_out,) + batch + (n_in,))
-    d_w = d_w.reshape(batch + (n_out, n_in, n_out))
+    d_x = d_x.reshape((*batch, n_out, *batch, n_in))
+    d_w = d_w.reshape((*batch, n_out, n_in, n_out))
     d_b = None
     if b is not None:
-        d_b = jnp.broadcast_to(eye_o, (n, n_out, n_out)).reshape(batch + (n_out, n_out))
+        d_b = jnp.broadcast_to(eye_o, (n, n_out, n_out)).reshape((*batch, n_out, n_out))
     return d_x, d_w, d_b
 
 

@@ -8,9 +8,9 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     ).strip()
 
-import jax  # noqa: E402  (must come after XLA_FLAGS is set)
-import jax.numpy as jnp  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import jax.numpy as jnp
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 # A rule that only works through accidental promotion or broadcasting fails at once.
