@@ -38,8 +38,8 @@ def linear(x, weight, bias=None):
     Derivative:
       With `g = y_bar` of shape `(*B, O)` and sums over every batch axis `*B`:
       (2)  `x_bar = g @ w.T`, shape `(*B, I)`;
-      (3)  `w_bar = sum_B x^T g`, that is `w_bar[i, j] = sum_b x[b, i] g[b, j]`,
-           shape `(I, O)`;
+      (3)  `w_bar = sum_B x^T g`, that is `w_bar[i, j] = sum_n x[n, i] g[n, j]`
+           over the `N` rows of the flattened batch, shape `(I, O)`;
       (4)  `b_bar = sum_B g`, shape `(O,)`.
       Residuals: `x` and `w` (the inputs themselves; the bias is not needed).
 
@@ -49,16 +49,22 @@ def linear(x, weight, bias=None):
       Array([[3., 4., 5., 6.],
              [3., 4., 5., 6.]], dtype=float32)
     """
-    x = _validate.as_float_array("linear", "x", x)
-    weight = _validate.as_float_array("linear", "weight", weight)
+    x, weight, bias = _prepare("linear", x, weight, bias)
+    return _linear(bias is not None, x, weight, bias)
+
+
+def _prepare(fn, x, weight, bias):
+    """Check the arguments of `fn` and cast them to their common floating dtype."""
+    x = _validate.as_float_array(fn, "x", x)
+    weight = _validate.as_float_array(fn, "weight", weight)
     if bias is not None:
-        bias = _validate.as_float_array("linear", "bias", bias)
-    _validate.check_linear_shapes("linear", x, weight, bias)
-    dtype = _validate.common_float_dtype("linear", x=x, weight=weight, bias=bias)
+        bias = _validate.as_float_array(fn, "bias", bias)
+    _validate.check_linear_shapes(fn, x, weight, bias)
+    dtype = _validate.common_float_dtype(fn, x=x, weight=weight, bias=bias)
     x, weight = x.astype(dtype), weight.astype(dtype)
     if bias is not None:
         bias = bias.astype(dtype)
-    return _linear(bias is not None, x, weight, bias)
+    return x, weight, bias
 
 
 # `has_bias` is static so that the backward rule can return `None` for a missing bias.
@@ -92,3 +98,34 @@ def _linear_bwd(has_bias, res, y_bar):
 
 
 _linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+def linear_jvp(x, weight, bias=None):
+    """Twin of `linear` with the derived forward-mode rule (5): JVPs and Hessians work.
+
+    Exported as `jaxderiv.jvp.linear`. Same forward pass, arguments, dtypes and errors
+    as `jaxderiv.linear`; the difference is the rule: a `jax.custom_jvp`, which JAX
+    also transposes for reverse mode, so every transform works at every order.
+
+    Derivative:
+      (5)  `y_dot = x_dot @ w + x @ w_dot + b_dot`, the product rule on (1); the
+      reverse rules (2)-(4) are its transpose.
+    """
+    x, weight, bias = _prepare("jvp.linear", x, weight, bias)
+    return _linear_jvp(bias is not None, x, weight, bias)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _linear_jvp(has_bias, x, w, b):
+    return _linear.fun(has_bias, x, w, b)
+
+
+@_linear_jvp.defjvp
+def _linear_jvp_rule(has_bias, primals, tangents):
+    (x, w, b), (x_dot, w_dot, b_dot) = primals, tangents
+    acc = _numerics.accum_dtype(x.dtype)
+    y_dot = jnp.matmul(x_dot, w, preferred_element_type=acc)
+    y_dot = y_dot + jnp.matmul(x, w_dot, preferred_element_type=acc)
+    if has_bias:
+        y_dot = y_dot + jnp.broadcast_to(b_dot.astype(acc), y_dot.shape)  # (5)
+    return _linear_jvp(has_bias, x, w, b), y_dot.astype(x.dtype)

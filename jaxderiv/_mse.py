@@ -27,8 +27,8 @@ def mse(predictions, targets):
 
     Raises:
       TypeError: if an argument is not a real array, or the dtypes do not promote.
-      ValueError: if the shapes differ (an `(N, 1)` against an `(N,)` is refused,
-        not broadcast to `(N, N)`), or there are no elements.
+      ValueError: if the shapes differ (a `(B, 1)` column against a `(B,)` vector
+        is refused, not broadcast to `(B, B)`), or there are no elements.
 
     Derivative:
       With `g = l_bar`, the scalar cotangent:
@@ -69,3 +69,40 @@ def _mse_bwd(res, l_bar):
 
 
 _mse.defvjp(_mse_fwd, _mse_bwd)
+
+
+def mse_jvp(predictions, targets):
+    """Twin of `mse` with the derived forward-mode rule (4): JVPs and Hessians work.
+
+    Exported as `jaxderiv.jvp.mse`. Same forward pass, arguments, dtypes and errors as
+    `jaxderiv.mse`; the difference is the rule: a `jax.custom_jvp`, which JAX also
+    transposes for reverse mode, so every transform works at every order.
+
+    Derivative:
+      (4)  `l_dot = (2 / N) sum((y_hat - y) * (y_hat_dot - y_dot))`, the directional
+      derivative along the tangents; for the half types the sum is in float32.
+    """
+    predictions = _validate.as_float_array("jvp.mse", "predictions", predictions)
+    targets = _validate.as_float_array("jvp.mse", "targets", targets)
+    _validate.check_same_shape(
+        "jvp.mse", ("predictions", "targets"), predictions, targets
+    )
+    _validate.check_nonempty("jvp.mse", "predictions", predictions, "their mean")
+    dtype = _validate.common_float_dtype(
+        "jvp.mse", predictions=predictions, targets=targets
+    )
+    return _mse_jvp(predictions.astype(dtype), targets.astype(dtype))
+
+
+@jax.custom_jvp
+def _mse_jvp(y_hat, y):
+    return _mse.fun(y_hat, y)
+
+
+@_mse_jvp.defjvp
+def _mse_jvp_rule(primals, tangents):
+    (y_hat, y), (y_hat_dot, y_dot) = primals, tangents
+    d = _numerics.upcast(y_hat - y)
+    d_dot = _numerics.upcast(y_hat_dot - y_dot)
+    l_dot = (2 / d.size) * jnp.sum(d * d_dot)  # (4)
+    return _mse_jvp(y_hat, y), l_dot.astype(y_hat.dtype)

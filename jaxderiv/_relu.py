@@ -47,8 +47,8 @@ def relu(x):
 def _relu(x):
     # Not where(x > 0, x, 0), which would turn NaN into 0, and not maximum(x, 0),
     # whose autodiff gives 1/2 at 0: this form keeps NaN and, differentiated by JAX,
-    # gives the same derivative as (2), so `_relu.fun` is a faithful reference.
-    return jnp.where(x <= 0, jnp.zeros((), x.dtype), x)
+    # gives the derivative (2) everywhere but at NaN (1 there, where (2) gives 0).
+    return jnp.where(x <= 0, jnp.zeros((), x.dtype), x)  # (1)
 
 
 def _relu_fwd(x):
@@ -63,3 +63,30 @@ def _relu_bwd(res, y_bar):
 
 
 _relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+def relu_jvp(x):
+    """Twin of `relu` with the derived forward-mode rule (3): JVPs and Hessians work.
+
+    Exported as `jaxderiv.jvp.relu`. Same forward pass, arguments, dtypes and errors as
+    `jaxderiv.relu`; the difference is the rule: a `jax.custom_jvp`, which JAX also
+    transposes for reverse mode, so every transform works at every order.
+
+    Derivative:
+      (3)  `y_dot = where(x > 0, x_dot, 0)`: the same indicator as (2), applied to a
+      tangent. Second derivatives are 0 everywhere, including at 0 and -0.0.
+    """
+    x = _validate.as_float_array("jvp.relu", "x", x)
+    return _relu_jvp(x)
+
+
+@jax.custom_jvp
+def _relu_jvp(x):
+    return _relu.fun(x)
+
+
+@_relu_jvp.defjvp
+def _relu_jvp_rule(primals, tangents):
+    (x,), (x_dot,) = primals, tangents
+    y_dot = jnp.where(x > 0, x_dot, jnp.zeros((), x_dot.dtype))  # (3)
+    return _relu_jvp(x), y_dot

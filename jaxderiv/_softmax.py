@@ -42,8 +42,10 @@ def softmax(x, axis=-1, where=None):
       (2)  `x_bar = p * (y_bar - sum(y_bar * p, axis))`,
       the product of the cotangent with the Jacobian `diag(p) - p p^T` of each row,
       computed without forming it. Residuals: `p` only, in `x`'s dtype. Excluded and
-      -inf entries have `p = 0`, so their cotangent is exactly 0 and finite. For the
-      half types the inner product is accumulated in float32.
+      -inf entries have `p = 0`, so their cotangent is exactly 0, and the incoming
+      cotangent there is ignored: even a NaN or inf (from a masked `log`, say)
+      leaves the row finite. For the half types the inner product is accumulated
+      in float32.
 
     Limitations:
       A row that contains +inf gets the limit of softmax as those logits grow
@@ -90,9 +92,47 @@ def _softmax_fwd(x, axes, where):
 def _softmax_bwd(axes, res, y_bar):
     p = res
     pf, gf = _numerics.upcast(p), _numerics.upcast(y_bar)
+    # Where p = 0 (excluded or -inf entries) p * g is 0 in exact arithmetic; a NaN or
+    # inf cotangent there (from a masked log, say) must not poison the whole row.
+    gf = jnp.where(pf == 0, 0, gf)
     inner = jnp.sum(gf * pf, axes, keepdims=True)  # sum(y_bar * p, axis) in (2)
     x_bar = pf * (gf - inner)  # (2)
     return x_bar.astype(p.dtype), None
 
 
 _softmax.defvjp(_softmax_fwd, _softmax_bwd)
+
+
+def softmax_jvp(x, axis=-1, where=None):
+    """Twin of `softmax` with the derived forward-mode rule (3): JVPs and Hessians work.
+
+    Exported as `jaxderiv.jvp.softmax`. Same forward pass, arguments, dtypes, masks and
+    errors as `jaxderiv.softmax`; the difference is the rule: a `jax.custom_jvp`, which
+    JAX also transposes for reverse mode, so every transform works at every order.
+
+    Derivative:
+      (3)  `p_dot = p * (x_dot - sum(p * x_dot, axis))`, the Jacobian
+      `diag(p) - p p^T` applied to a tangent (it is symmetric, so (2) and (3) are the
+      same contraction on different sides). For the half types the inner product is
+      accumulated in float32.
+    """
+    x = _validate.as_float_array("jvp.softmax", "x", x)
+    axes = _validate.normalize_axis("jvp.softmax", axis, x)
+    where = _validate.broadcast_mask("jvp.softmax", where, x)
+    return _softmax_jvp(x, axes, where)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _softmax_jvp(x, axes, where):
+    return _softmax.fun(x, axes, where)
+
+
+@_softmax_jvp.defjvp
+def _softmax_jvp_rule(axes, primals, tangents):
+    (x, where), (x_dot, _) = primals, tangents
+    p = _softmax_jvp(x, axes, where)
+    pf, tf = _numerics.upcast(p), _numerics.upcast(x_dot)
+    tf = jnp.where(pf == 0, 0, tf)  # as in the backward rule: p = 0 entries add 0
+    inner = jnp.sum(pf * tf, axes, keepdims=True)
+    p_dot = pf * (tf - inner)  # (3)
+    return p, p_dot.astype(p.dtype)

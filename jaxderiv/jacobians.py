@@ -34,7 +34,14 @@ def softmax(x, axis=-1):
       TypeError, ValueError: as `jaxderiv.softmax`.
     """
     x = _validate.as_float_array("jacobians.softmax", "x", x)
-    (ax,) = _validate.normalize_axis("jacobians.softmax", axis, x)
+    axes = _validate.normalize_axis("jacobians.softmax", axis, x)
+    if len(axes) != 1:
+        raise ValueError(
+            f"jaxderiv.jacobians.softmax: `axis` must name exactly one axis, but got "
+            f"{axis!r} for `x` with {_validate.describe(x)}. For a softmax over "
+            "several axes, reshape them into one first."
+        )
+    (ax,) = axes
     p = jnp.moveaxis(_softmax_op(x, ax), ax, -1)
     eye = jnp.eye(p.shape[-1], dtype=p.dtype)
     diag_p = jnp.einsum("...i,ij->...ij", p, eye)
@@ -63,9 +70,9 @@ def relu(x):
 def linear(x, weight, bias=None):
     """Jacobians of `y = x @ w + b` with respect to `x`, `w` and `b`.
 
-    With `b` a flattened batch index (or none), the three 4- and 3-index tensors are
-    `dy[b, j] / dx[b', s] = delta_bb' w[s, j]`, `dy[b, j] / dw[r, s] = x[b, r]
-    delta_sj` and `dy[b, j] / db[s] = delta_js`.
+    With `n`, `m` indices into the flattened batch (absent for `x` of shape `(I,)`),
+    the 4- and 3-index tensors are `dy[n, j] / dx[m, s] = delta_nm w[s, j]`,
+    `dy[n, j] / dw[r, s] = x[n, r] delta_sj` and `dy[n, j] / db[s] = delta_js`.
 
     Args:
       x: `(*B, I)`; weight: `(I, O)`; bias: `(O,)` or `None`.
@@ -90,11 +97,11 @@ def linear(x, weight, bias=None):
     batch, (n_in, n_out) = x.shape[:-1], w.shape
     n = math.prod(batch)
     x2 = x.reshape(n, n_in)
-    eye_b = jnp.eye(n, dtype=dtype)
+    eye_n = jnp.eye(n, dtype=dtype)
     eye_o = jnp.eye(n_out, dtype=dtype)
 
-    d_x = jnp.einsum("bc,sj->bjcs", eye_b, w)
-    d_w = jnp.einsum("br,sj->bjrs", x2, eye_o)
+    d_x = jnp.einsum("nm,sj->njms", eye_n, w)
+    d_w = jnp.einsum("nr,sj->njrs", x2, eye_o)
     d_x = d_x.reshape((*batch, n_out, *batch, n_in))
     d_w = d_w.reshape((*batch, n_out, n_in, n_out))
     d_b = None
