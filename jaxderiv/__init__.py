@@ -4,12 +4,12 @@ Every op is a pure function whose backward pass is a `jax.custom_vjp` rule apply
 formula derived by hand (see `docs/`), never JAX's autodiff of the forward pass.
 """
 
-from jaxderiv import jacobians
+from jaxderiv import jacobians, jvp
 from jaxderiv._linear import linear
 from jaxderiv._mse import mse
 from jaxderiv._relu import relu
 from jaxderiv._softmax import softmax
 
-__all__ = ["jacobians", "linear", "mse", "relu", "softmax"]
+__all__ = ["jacobians", "jvp", "linear", "mse", "relu", "softmax"]
 
 __version__ = "0.1.0"

@@ -49,22 +49,8 @@ def linear(x, weight, bias=None):
       Array([[3., 4., 5., 6.],
              [3., 4., 5., 6.]], dtype=float32)
     """
-    x, weight, bias = _prepare("linear", x, weight, bias)
+    x, weight, bias = _validate.linear_args("linear", x, weight, bias)
     return _linear(bias is not None, x, weight, bias)
-
-
-def _prepare(fn, x, weight, bias):
-    """Check the arguments of `fn` and cast them to their common floating dtype."""
-    x = _validate.as_float_array(fn, "x", x)
-    weight = _validate.as_float_array(fn, "weight", weight)
-    if bias is not None:
-        bias = _validate.as_float_array(fn, "bias", bias)
-    _validate.check_linear_shapes(fn, x, weight, bias)
-    dtype = _validate.common_float_dtype(fn, x=x, weight=weight, bias=bias)
-    x, weight = x.astype(dtype), weight.astype(dtype)
-    if bias is not None:
-        bias = bias.astype(dtype)
-    return x, weight, bias
 
 
 # `has_bias` is static so that the backward rule can return `None` for a missing bias.
@@ -111,7 +97,7 @@ def linear_jvp(x, weight, bias=None):
       (5)  `y_dot = x_dot @ w + x @ w_dot + b_dot`, the product rule on (1); the
       reverse rules (2)-(4) are its transpose.
     """
-    x, weight, bias = _prepare("jvp.linear", x, weight, bias)
+    x, weight, bias = _validate.linear_args("jvp.linear", x, weight, bias)
     return _linear_jvp(bias is not None, x, weight, bias)
 
 

@@ -41,14 +41,8 @@ def mse(predictions, targets):
       >>> jaxderiv.mse(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]))
       Array(2.5, dtype=float32)
     """
-    predictions = _validate.as_float_array("mse", "predictions", predictions)
-    targets = _validate.as_float_array("mse", "targets", targets)
-    _validate.check_same_shape("mse", ("predictions", "targets"), predictions, targets)
-    _validate.check_nonempty("mse", "predictions", predictions, "their mean")
-    dtype = _validate.common_float_dtype(
-        "mse", predictions=predictions, targets=targets
-    )
-    return _mse(predictions.astype(dtype), targets.astype(dtype))
+    predictions, targets = _validate.mse_args("mse", predictions, targets)
+    return _mse(predictions, targets)
 
 
 @jax.custom_vjp
@@ -82,16 +76,8 @@ def mse_jvp(predictions, targets):
       (4)  `l_dot = (2 / N) sum((y_hat - y) * (y_hat_dot - y_dot))`, the directional
       derivative along the tangents; for the half types the sum is in float32.
     """
-    predictions = _validate.as_float_array("jvp.mse", "predictions", predictions)
-    targets = _validate.as_float_array("jvp.mse", "targets", targets)
-    _validate.check_same_shape(
-        "jvp.mse", ("predictions", "targets"), predictions, targets
-    )
-    _validate.check_nonempty("jvp.mse", "predictions", predictions, "their mean")
-    dtype = _validate.common_float_dtype(
-        "jvp.mse", predictions=predictions, targets=targets
-    )
-    return _mse_jvp(predictions.astype(dtype), targets.astype(dtype))
+    predictions, targets = _validate.mse_args("jvp.mse", predictions, targets)
+    return _mse_jvp(predictions, targets)
 
 
 @jax.custom_jvp

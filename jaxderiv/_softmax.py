@@ -58,9 +58,7 @@ def softmax(x, axis=-1, where=None):
       >>> jaxderiv.softmax(jnp.array([0.0, jnp.log(3.0)]))
       Array([0.25, 0.75], dtype=float32)
     """
-    x = _validate.as_float_array("softmax", "x", x)
-    axes = _validate.normalize_axis("softmax", axis, x)
-    where = _validate.broadcast_mask("softmax", where, x)
+    x, axes, where = _validate.softmax_args("softmax", x, axis, where)
     return _softmax(x, axes, where)
 
 
@@ -116,9 +114,7 @@ def softmax_jvp(x, axis=-1, where=None):
       same contraction on different sides). For the half types the inner product is
       accumulated in float32.
     """
-    x = _validate.as_float_array("jvp.softmax", "x", x)
-    axes = _validate.normalize_axis("jvp.softmax", axis, x)
-    where = _validate.broadcast_mask("jvp.softmax", where, x)
+    x, axes, where = _validate.softmax_args("jvp.softmax", x, axis, where)
     return _softmax_jvp(x, axes, where)
 
 

@@ -34,12 +34,11 @@ def default_float():
     return jnp.result_type(float)
 
 
-def as_float_array(fn: str, name: str, value) -> jax.Array:
-    """Convert `value` to a floating JAX array, or raise a `TypeError` that says why.
+def as_real_array(fn: str, name: str, value) -> jax.Array:
+    """Convert `value` to a JAX array, or raise a `TypeError` that says why.
 
-    Floating arrays keep their dtype; integer and boolean arrays (and Python scalars)
-    are promoted to `default_float()`, as `jax.nn.softmax` does. Lists, tuples,
-    strings, `None` and complex values are rejected.
+    Arrays and real scalars of any real dtype are accepted; lists, tuples, strings,
+    `None` and complex values are rejected.
     """
     if isinstance(value, (list, tuple)):
         raise TypeError(
@@ -60,9 +59,16 @@ def as_float_array(fn: str, name: str, value) -> jax.Array:
             "only real floating, integer and boolean inputs are supported. "
             "Pass the real part, or split real and imaginary parts yourself."
         )
-    if not jnp.issubdtype(dtype, jnp.floating):
-        return jnp.asarray(value, dtype=default_float())
     return jnp.asarray(value)
+
+
+def as_float_array(fn: str, name: str, value) -> jax.Array:
+    """`as_real_array`, then integer and boolean input promoted to `default_float()`.
+
+    Floating arrays keep their dtype, as in `jax.nn.softmax`.
+    """
+    x = as_real_array(fn, name, value)
+    return x.astype(common_float_dtype(fn, **{name: x}))
 
 
 def common_float_dtype(fn: str, **arrays) -> jnp.dtype:
@@ -74,7 +80,7 @@ def common_float_dtype(fn: str, **arrays) -> jnp.dtype:
     present = {k: v for k, v in arrays.items() if v is not None}
     try:
         dtype = jnp.result_type(*present.values())
-    except TypeError as err:
+    except (TypeError, jax.dtypes.TypePromotionError) as err:
         listing = ", ".join(
             f"`{k}` is {jnp.dtype(v.dtype).name}" for k, v in present.items()
         )
@@ -213,3 +219,32 @@ def check_linear_shapes(fn: str, x: jax.Array, weight: jax.Array, bias):
         )
     if problems:
         raise ValueError(f"jaxderiv.{fn}: " + "; ".join(problems) + ".")
+
+
+def softmax_args(fn: str, x, axis, where):
+    """`softmax`'s arguments checked: a floating `x`, an axis tuple, a full mask."""
+    x = as_float_array(fn, "x", x)
+    return x, normalize_axis(fn, axis, x), broadcast_mask(fn, where, x)
+
+
+def linear_args(fn: str, x, weight, bias):
+    """`linear`'s arguments checked and cast to their common floating dtype."""
+    x = as_real_array(fn, "x", x)
+    weight = as_real_array(fn, "weight", weight)
+    if bias is not None:
+        bias = as_real_array(fn, "bias", bias)
+    check_linear_shapes(fn, x, weight, bias)
+    dtype = common_float_dtype(fn, x=x, weight=weight, bias=bias)
+    if bias is not None:
+        bias = bias.astype(dtype)
+    return x.astype(dtype), weight.astype(dtype), bias
+
+
+def mse_args(fn: str, predictions, targets):
+    """`mse`'s arguments checked (equal shapes, not empty) and cast to one dtype."""
+    predictions = as_real_array(fn, "predictions", predictions)
+    targets = as_real_array(fn, "targets", targets)
+    check_same_shape(fn, ("predictions", "targets"), predictions, targets)
+    check_nonempty(fn, "predictions", predictions, "their mean")
+    dtype = common_float_dtype(fn, predictions=predictions, targets=targets)
+    return predictions.astype(dtype), targets.astype(dtype)

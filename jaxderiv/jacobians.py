@@ -84,16 +84,8 @@ def linear(x, weight, bias=None):
     Raises:
       TypeError, ValueError: as `jaxderiv.linear`.
     """
-    x = _validate.as_float_array("jacobians.linear", "x", x)
-    w = _validate.as_float_array("jacobians.linear", "weight", weight)
-    b = (
-        None
-        if bias is None
-        else _validate.as_float_array("jacobians.linear", "bias", bias)
-    )
-    _validate.check_linear_shapes("jacobians.linear", x, w, b)
-    dtype = _validate.common_float_dtype("jacobians.linear", x=x, weight=w, bias=b)
-    x, w = x.astype(dtype), w.astype(dtype)
+    x, w, b = _validate.linear_args("jacobians.linear", x, weight, bias)
+    dtype = x.dtype
     batch, (n_in, n_out) = x.shape[:-1], w.shape
     n = math.prod(batch)
     x2 = x.reshape(n, n_in)
@@ -124,11 +116,7 @@ def mse(predictions, targets):
     Raises:
       TypeError, ValueError: as `jaxderiv.mse`.
     """
-    y_hat = _validate.as_float_array("jacobians.mse", "predictions", predictions)
-    y = _validate.as_float_array("jacobians.mse", "targets", targets)
-    _validate.check_same_shape("jacobians.mse", ("predictions", "targets"), y_hat, y)
-    _validate.check_nonempty("jacobians.mse", "predictions", y_hat, "their mean")
-    dtype = _validate.common_float_dtype("jacobians.mse", predictions=y_hat, targets=y)
-    d = y_hat.astype(dtype) - y.astype(dtype)
+    y_hat, y = _validate.mse_args("jacobians.mse", predictions, targets)
+    d = y_hat - y
     grad = (2 / d.size) * d
     return grad, -grad

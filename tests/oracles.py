@@ -25,7 +25,8 @@ def softmax(x, axis=-1, where=None):
     """The textbook `exp(x) / sum(exp(x))`, max-shifted only so float64 stays finite."""
     if where is not None:
         x = jnp.where(where, x, -jnp.inf)
-    m = jnp.max(x, axis=axis, keepdims=True)
+    # initial=-inf lets an empty axis through (its result is empty anyway).
+    m = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
     e = jnp.exp(x - m)
     return e / jnp.sum(e, axis=axis, keepdims=True)
 

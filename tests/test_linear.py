@@ -177,3 +177,81 @@ def test_linear_vjp_under_jit_matches_oracle(key, x_shape, n_out, with_bias):
     for name, a, e in zip(ARGNAMES, ours(x, w, b, g), theirs(g), strict=True):
         if e is not None:
             np.testing.assert_allclose(a, e, **tol(x.dtype), err_msg=name)
+
+
+# Errors.
+
+
+def test_linear_rejects_mismatched_feature_sizes():
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`x` has 4 input features \(shape \(5, 4\)\) but `weight` expects 3 "
+            r"\(shape \(3, 2\)\)"
+        ),
+    ):
+        jaxderiv.linear(jnp.ones((5, 4)), jnp.ones((3, 2)))
+
+
+def test_linear_suggests_transposing_a_weight_stored_as_out_by_in():
+    with pytest.raises(
+        ValueError, match=r"if `weight` is stored as \(O, I\), pass `weight.T`"
+    ):
+        jaxderiv.linear(jnp.ones((5, 4)), jnp.ones((2, 4)))
+
+
+def test_linear_rejects_bias_of_wrong_length():
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`bias` must have shape \(2,\) to match `weight` with shape \(4, 2\), "
+            r"but has shape \(3,\)"
+        ),
+    ):
+        jaxderiv.linear(jnp.ones((5, 4)), jnp.ones((4, 2)), jnp.ones(3))
+
+
+def test_linear_reports_every_problem_at_once():
+    with pytest.raises(ValueError, match=r"input features .*; `bias` must have shape"):
+        jaxderiv.linear(jnp.ones((5, 4)), jnp.ones((3, 2)), jnp.ones(3))
+
+
+def test_linear_rejects_weight_that_is_not_two_dimensional():
+    with pytest.raises(
+        ValueError,
+        match=r"`weight` must have shape \(I, O\) \(rank 2\), but has shape \(4,\)",
+    ):
+        jaxderiv.linear(jnp.ones((5, 4)), jnp.ones(4))
+
+
+def test_linear_rejects_scalar_x():
+    with pytest.raises(
+        ValueError,
+        match=r"`x` must have at least one axis \(features last\), but has shape \(\)",
+    ):
+        jaxderiv.linear(jnp.array(1.0), jnp.ones((1, 2)))
+
+
+def test_linear_rejects_a_list_weight():
+    with pytest.raises(
+        TypeError, match=r"jaxderiv.linear: `weight` must be an array, but got a `list`"
+    ):
+        jaxderiv.linear(jnp.ones((5, 4)), [[1.0]])
+
+
+# Edge cases.
+
+
+def test_linear_zero_size_batch_gives_empty_output_and_zero_weight_gradient():
+    x, w, b = jnp.ones((0, 4)), jnp.ones((4, 2)), jnp.ones(2)
+    y, vjp = jax.vjp(jaxderiv.linear, x, w, b)
+    assert y.shape == (0, 2)
+    x_bar, w_bar, b_bar = vjp(y)
+    assert x_bar.shape == (0, 4)
+    np.testing.assert_array_equal(w_bar, jnp.zeros((4, 2)))
+    np.testing.assert_array_equal(b_bar, jnp.zeros(2))
+
+
+def test_linear_zero_input_features_gives_the_bias():
+    y = jaxderiv.linear(jnp.ones((3, 0)), jnp.ones((0, 2)), jnp.array([1.0, 2.0]))
+    np.testing.assert_array_equal(y, [[1.0, 2.0]] * 3)

@@ -122,3 +122,59 @@ def test_mse_vjp_under_jit_matches_oracle(key, shape):
     _, theirs = jax.vjp(oracles.mse, y_hat, y)
     for name, a, e in zip(ARGNAMES, ours(y_hat, y, g), theirs(g), strict=True):
         np.testing.assert_allclose(a, e, **tol(y.dtype), err_msg=name)
+
+
+# Errors.
+
+
+def test_mse_refuses_column_against_vector_instead_of_broadcasting():
+    # Regression guard: (n, 1) - (n,) broadcasts to (n, n) in plain JAX, a silent bug.
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`predictions` has shape \(5, 1\) but `targets` has shape \(5,\); the "
+            r"shapes must be equal \(no broadcasting\). Drop the trailing axis with "
+            r"`predictions\[\.\.\., 0\]`."
+        ),
+    ):
+        jaxderiv.mse(jnp.ones((5, 1)), jnp.ones(5))
+
+
+def test_mse_refuses_vector_against_column():
+    with pytest.raises(
+        ValueError, match=r"Drop the trailing axis with `targets\[\.\.\., 0\]`"
+    ):
+        jaxderiv.mse(jnp.ones(5), jnp.ones((5, 1)))
+
+
+def test_mse_refuses_different_shapes():
+    with pytest.raises(
+        ValueError,
+        match=r"`predictions` has shape \(2, 3\) but `targets` has shape \(3, 2\)",
+    ):
+        jaxderiv.mse(jnp.ones((2, 3)), jnp.ones((3, 2)))
+
+
+def test_mse_refuses_empty_input():
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`predictions` has shape \(0, 3\) with no elements; their mean is "
+            r"undefined"
+        ),
+    ):
+        jaxderiv.mse(jnp.ones((0, 3)), jnp.ones((0, 3)))
+
+
+def test_mse_refuses_a_list():
+    with pytest.raises(
+        TypeError, match=r"jaxderiv.mse: `targets` must be an array, but got a `list`"
+    ):
+        jaxderiv.mse(jnp.ones(2), [1.0, 2.0])
+
+
+def test_mse_mixed_float_dtypes_under_strict_promotion_raise():
+    with pytest.raises(
+        TypeError, match=r"`predictions` is float16, `targets` is float32"
+    ):
+        jaxderiv.mse(jnp.ones(2, jnp.float16), jnp.ones(2, jnp.float32))

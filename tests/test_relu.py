@@ -113,3 +113,65 @@ def test_relu_vjp_under_jit_matches_oracle(key, shape):
     ours = jax.jit(lambda x, g: jax.vjp(jaxderiv.relu, x)[1](g)[0])
     _, theirs = jax.vjp(oracles.relu, x)
     np.testing.assert_array_equal(ours(x, g), theirs(g)[0])
+
+
+# The point 0.
+
+
+@pytest.mark.parametrize("zero", [0.0, -0.0], ids=["zero", "negative-zero"])
+@pytest.mark.parametrize("op", [jaxderiv.relu, jaxderiv.jvp.relu], ids=["op", "twin"])
+def test_relu_first_and_second_derivatives_at_zero_are_zero(op, zero):
+    x = jnp.array(zero)
+    assert float(jax.grad(op)(x)) == 0.0
+    assert float(jax.grad(jax.grad(op))(x)) == 0.0
+
+
+@pytest.mark.parametrize("zero", [0.0, -0.0], ids=["zero", "negative-zero"])
+def test_relu_twin_forward_mode_derivatives_at_zero_are_zero(zero):
+    x = jnp.array(zero)
+    assert float(jax.jvp(jaxderiv.jvp.relu, (x,), (jnp.array(1.0),))[1]) == 0.0
+    assert float(jax.hessian(jaxderiv.jvp.relu)(x)) == 0.0
+
+
+def test_relu_nan_propagates_with_zero_derivative():
+    y, vjp = jax.vjp(jaxderiv.relu, jnp.array([jnp.nan, jnp.inf, -jnp.inf]))
+    np.testing.assert_array_equal(y, [jnp.nan, jnp.inf, 0.0])
+    np.testing.assert_array_equal(vjp(jnp.ones(3))[0], [0.0, 1.0, 0.0])
+
+
+# Errors.
+
+
+def test_relu_rejects_a_list():
+    with pytest.raises(
+        TypeError,
+        match=(
+            r"jaxderiv.relu: `x` must be an array, but got a `list`. Wrap it with "
+            r"`jnp.asarray\(...\)` first."
+        ),
+    ):
+        jaxderiv.relu([1.0, -1.0])
+
+
+def test_relu_rejects_a_string():
+    with pytest.raises(
+        TypeError,
+        match=(
+            r"jaxderiv.relu: `x` must be an array or a real scalar, but got a value "
+            r"of type `str`"
+        ),
+    ):
+        jaxderiv.relu("1.0")
+
+
+def test_relu_rejects_complex_input():
+    with pytest.raises(
+        TypeError, match=r"jaxderiv.relu: `x` has complex dtype complex64"
+    ):
+        jaxderiv.relu(jnp.ones(2, jnp.complex64))
+
+
+def test_relu_promotes_booleans_to_default_float():
+    y = jaxderiv.relu(jnp.array([True, False]))
+    assert y.dtype == jnp.float64
+    np.testing.assert_array_equal(y, [1.0, 0.0])

@@ -134,3 +134,187 @@ def test_softmax_vjp_under_jit_matches_oracle(key, shape, axis):
 
     _, theirs = jax.vjp(lambda x: oracles.softmax(x, axis=axis), x)
     np.testing.assert_allclose(ours(x, g), theirs(g)[0], **tol(x.dtype))
+
+
+# Large logits, masks, -inf, +inf and NaN.
+
+HALF_AND_FULL = [jnp.float64, jnp.float32, jnp.float16, jnp.bfloat16]
+HALF_AND_FULL_IDS = ["float64", "float32", "float16", "bfloat16"]
+
+
+@pytest.mark.parametrize("dtype", HALF_AND_FULL, ids=HALF_AND_FULL_IDS)
+def test_softmax_large_logits_give_exact_probabilities(dtype):
+    # exp(-1000) and exp(-2000) underflow to 0 in every dtype; only the max survives.
+    x = jnp.array([[1000.0, 0.0, -1000.0], [1000.0, 1000.0, -1000.0]], dtype)
+    p = jaxderiv.softmax(x)
+    np.testing.assert_array_equal(p.astype(jnp.float64), [[1, 0, 0], [0.5, 0.5, 0]])
+
+
+@pytest.mark.parametrize("dtype", HALF_AND_FULL, ids=HALF_AND_FULL_IDS)
+def test_softmax_large_logits_give_finite_gradients(dtype):
+    # 996 is exact in every dtype here (bfloat16 values near 1000 are 4 apart).
+    x = jnp.array([1000.0, 996.0, -1000.0], dtype)
+    x_bar = jax.grad(lambda x: jaxderiv.softmax(x)[1].astype(jnp.float32))(x)
+    assert x_bar.dtype == dtype
+    # For p = softmax([4, 0, -2000]) ~ (e^4, 1, 0) / (1 + e^4): dp_1/dx = p_1 (e_1 - p).
+    p = jax.nn.softmax(jnp.array([4.0, 0.0, -2000.0]))
+    expected = p[1] * (jnp.array([0.0, 1.0, 0.0]) - p)
+    np.testing.assert_allclose(x_bar.astype(jnp.float64), expected, **tol(dtype))
+
+
+@pytest.mark.parametrize("huge", [1e30, jnp.inf, jnp.nan], ids=["1e30", "inf", "nan"])
+def test_softmax_where_excludes_even_huge_logits(huge):
+    x = jnp.array([huge, 0.0, jnp.log(3.0)])
+    where = jnp.array([False, True, True])
+    p, vjp = jax.vjp(lambda x: jaxderiv.softmax(x, where=where), x)
+    np.testing.assert_allclose(p, [0.0, 0.25, 0.75], **tol(p.dtype))
+    (x_bar,) = vjp(jnp.array([5.0, 1.0, 0.0]))
+    # Excluded entry: cotangent 0. Others: p * (g - <g, p>) = p * (g - 1/4).
+    np.testing.assert_allclose(x_bar, [0.0, 3 / 16, -3 / 16], **tol(p.dtype))
+
+
+def test_softmax_where_broadcasts_from_a_row_mask(key):
+    x = jax.random.normal(key, (3, 4))
+    where = jnp.array([True, False, True, True])
+    np.testing.assert_allclose(
+        jaxderiv.softmax(x, where=where),
+        oracles.softmax(x, where=jnp.broadcast_to(where, x.shape)).at[:, 1].set(0),
+        **tol(x.dtype),
+    )
+
+
+def test_softmax_minus_inf_entries_get_zero_probability_and_gradient():
+    x = jnp.array([-jnp.inf, 0.0, jnp.log(3.0)])
+    p, vjp = jax.vjp(jaxderiv.softmax, x)
+    np.testing.assert_allclose(p, [0.0, 0.25, 0.75], **tol(p.dtype))
+    (x_bar,) = vjp(jnp.array([5.0, 1.0, 0.0]))
+    np.testing.assert_allclose(x_bar, [0.0, 3 / 16, -3 / 16], **tol(p.dtype))
+
+
+ROWS = jnp.array([0, 2])
+
+
+@pytest.mark.parametrize("how", ["all-minus-inf", "all-excluded"])
+def test_softmax_row_with_no_usable_entry_is_zero_with_zero_gradient(key, how):
+    x = jax.random.normal(key, (3, 4))
+    where = None
+    if how == "all-minus-inf":
+        x = x.at[1].set(-jnp.inf)
+    else:
+        where = jnp.ones((3, 4), bool).at[1].set(False)
+    p, vjp = jax.vjp(lambda x: jaxderiv.softmax(x, where=where), x)
+    np.testing.assert_array_equal(p[1], jnp.zeros(4))
+    np.testing.assert_allclose(p[ROWS], oracles.softmax(x[ROWS]), **tol(x.dtype))
+    g = jax.random.normal(jax.random.fold_in(key, 1), (3, 4))
+    (x_bar,) = vjp(g)
+    np.testing.assert_array_equal(x_bar[1], jnp.zeros(4))
+    _, vjp_ref = jax.vjp(oracles.softmax, x[ROWS])
+    np.testing.assert_allclose(x_bar[ROWS], vjp_ref(g[ROWS])[0], **tol(x.dtype))
+
+
+def test_softmax_masked_log_likelihood_has_finite_gradient():
+    # Regression guard: the cotangent of where(mask, log(p), 0) is 0/0 = NaN at the
+    # masked entries; it must not leak into the row through <g, p>.
+    x = jnp.array([2.0, 0.0, 1.0])
+    mask = jnp.array([True, False, True])
+
+    def loss(x):
+        p = jaxderiv.softmax(x, where=mask)
+        return jnp.sum(jnp.where(mask, jnp.log(p), 0.0))
+
+    expected = jax.grad(lambda z: jnp.sum(jax.nn.log_softmax(z[jnp.array([0, 2])])))(x)
+    np.testing.assert_allclose(jax.grad(loss)(x), expected, **tol(x.dtype))
+
+
+def test_softmax_plus_inf_entries_share_the_mass():
+    # The limit of softmax((t, t, 0)) as t -> inf is (1/2, 1/2, 0).
+    x = jnp.array([[jnp.inf, jnp.inf, 0.0], [jnp.inf, -jnp.inf, 5.0]])
+    p, vjp = jax.vjp(jaxderiv.softmax, x)
+    np.testing.assert_array_equal(p, [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    (x_bar,) = vjp(jnp.array([[1.0, 0.0, 0.0], [1.0, 2.0, 3.0]]))
+    # p * (g - <g, p>): row 0 <g, p> = 1/2 gives (1/4, -1/4, 0); row 1 is one-hot: 0.
+    np.testing.assert_array_equal(x_bar, [[0.25, -0.25, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_softmax_nan_poisons_only_its_own_row():
+    x = jnp.array([[0.0, jnp.nan, 1.0], [0.0, jnp.log(3.0), -jnp.inf]])
+    p, vjp = jax.vjp(jaxderiv.softmax, x)
+    assert bool(jnp.all(jnp.isnan(p[0])))
+    np.testing.assert_allclose(p[1], [0.25, 0.75, 0.0], **tol(p.dtype))
+    (x_bar,) = vjp(jnp.ones_like(x))
+    assert bool(jnp.all(jnp.isnan(x_bar[0])))
+    np.testing.assert_allclose(x_bar[1], [0.0, 0.0, 0.0], atol=1e-15)
+
+
+# Errors.
+
+
+def test_softmax_rejects_axis_out_of_range():
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`axis` = 2 is out of range for `x` with shape \(2, 3\) \(rank 2\); "
+            r"expected an integer in \[-2, 1\]"
+        ),
+    ):
+        jaxderiv.softmax(jnp.ones((2, 3)), axis=2)
+
+
+def test_softmax_rejects_repeated_axis():
+    with pytest.raises(ValueError, match=r"names the same axis more than once"):
+        jaxderiv.softmax(jnp.ones((2, 3)), axis=(1, -1))
+
+
+def test_softmax_rejects_non_integer_axis():
+    with pytest.raises(
+        TypeError,
+        match=r"`axis` must be an integer or a tuple of integers, but got 1.0",
+    ):
+        jaxderiv.softmax(jnp.ones((2, 3)), axis=1.0)
+
+
+def test_softmax_rejects_scalar_input():
+    with pytest.raises(ValueError, match=r"a scalar has no axes"):
+        jaxderiv.softmax(jnp.array(1.0))
+
+
+def test_softmax_rejects_non_boolean_where():
+    with pytest.raises(
+        TypeError, match=r"`where` must have dtype bool .* `where=mask.astype\(bool\)`"
+    ):
+        jaxderiv.softmax(jnp.ones((2, 3)), where=jnp.ones((2, 3)))
+
+
+def test_softmax_rejects_where_that_does_not_broadcast():
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"`where` with shape \(3, 2\) does not broadcast to `x` with shape \(2, "
+            r"3\)"
+        ),
+    ):
+        jaxderiv.softmax(jnp.ones((2, 3)), where=jnp.ones((3, 2), bool))
+
+
+def test_softmax_rejects_a_list():
+    with pytest.raises(
+        TypeError, match=r"jaxderiv.softmax: `x` must be an array, but got a `list`"
+    ):
+        jaxderiv.softmax([1.0, 2.0])
+
+
+def test_softmax_rejects_complex_input():
+    with pytest.raises(TypeError, match=r"`x` has complex dtype complex128"):
+        jaxderiv.softmax(jnp.ones(3, jnp.complex128))
+
+
+def test_softmax_errors_are_raised_at_trace_time_under_jit():
+    with pytest.raises(ValueError, match=r"`axis` = 5 is out of range"):
+        jax.jit(lambda x: jaxderiv.softmax(x, axis=5))(jnp.ones((2, 3)))
+
+
+def test_softmax_explicit_jacobian_rejects_several_axes():
+    with pytest.raises(
+        ValueError, match=r"`axis` must name exactly one axis, but got \(0, 1\)"
+    ):
+        jaxderiv.jacobians.softmax(jnp.ones((2, 3)), axis=(0, 1))
