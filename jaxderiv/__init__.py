@@ -5,11 +5,30 @@ formula derived by hand (see `docs/`), never JAX's autodiff of the forward pass.
 """
 
 from jaxderiv import jacobians, jvp
+from jaxderiv._check import (
+    DEFAULT_TOLERANCES,
+    Comparison,
+    RuleReport,
+    assert_rule_matches,
+    check_rule,
+)
 from jaxderiv._linear import linear
 from jaxderiv._mse import mse
 from jaxderiv._relu import relu
 from jaxderiv._softmax import softmax
 
-__all__ = ["jacobians", "jvp", "linear", "mse", "relu", "softmax"]
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "Comparison",
+    "RuleReport",
+    "assert_rule_matches",
+    "check_rule",
+    "jacobians",
+    "jvp",
+    "linear",
+    "mse",
+    "relu",
+    "softmax",
+]
 
 __version__ = "0.1.0"

@@ -86,6 +86,16 @@ def _linear_bwd(has_bias, res, y_bar):
 _linear.defvjp(_linear_fwd, _linear_bwd)
 
 
+def _linear_primal(x, weight, bias=None):
+    """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
+    x, weight, bias = _validate.linear_args("linear", x, weight, bias)
+    return _linear.fun(bias is not None, x, weight, bias)
+
+
+# Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
+linear.fun = _linear_primal
+
+
 def linear_jvp(x, weight, bias=None):
     """Twin of `linear` with the derived forward-mode rule (5): JVPs and Hessians work.
 
@@ -115,3 +125,6 @@ def _linear_jvp_rule(has_bias, primals, tangents):
     if has_bias:
         y_dot = y_dot + jnp.broadcast_to(b_dot.astype(acc), y_dot.shape)  # (5)
     return _linear_jvp(has_bias, x, w, b), y_dot.astype(x.dtype)
+
+
+linear_jvp.fun = _linear_primal

@@ -65,6 +65,15 @@ def _mse_bwd(res, l_bar):
 _mse.defvjp(_mse_fwd, _mse_bwd)
 
 
+def _mse_primal(predictions, targets):
+    """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
+    return _mse.fun(*_validate.mse_args("mse", predictions, targets))
+
+
+# Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
+mse.fun = _mse_primal
+
+
 def mse_jvp(predictions, targets):
     """Twin of `mse` with the derived forward-mode rule (4): JVPs and Hessians work.
 
@@ -92,3 +101,6 @@ def _mse_jvp_rule(primals, tangents):
     d_dot = _numerics.upcast(y_hat_dot - y_dot)
     l_dot = (2 / d.size) * jnp.sum(d * d_dot)  # (4)
     return _mse_jvp(y_hat, y), l_dot.astype(y_hat.dtype)
+
+
+mse_jvp.fun = _mse_primal

@@ -65,6 +65,15 @@ def _relu_bwd(res, y_bar):
 _relu.defvjp(_relu_fwd, _relu_bwd)
 
 
+def _relu_primal(x):
+    """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
+    return _relu.fun(_validate.as_float_array("relu", "x", x))
+
+
+# Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
+relu.fun = _relu_primal
+
+
 def relu_jvp(x):
     """Twin of `relu` with the derived forward-mode rule (3): JVPs and Hessians work.
 
@@ -90,3 +99,6 @@ def _relu_jvp_rule(primals, tangents):
     (x,), (x_dot,) = primals, tangents
     y_dot = jnp.where(x > 0, x_dot, jnp.zeros((), x_dot.dtype))  # (3)
     return _relu_jvp(x), y_dot
+
+
+relu_jvp.fun = _relu_primal

@@ -101,6 +101,15 @@ def _softmax_bwd(axes, res, y_bar):
 _softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
+def _softmax_primal(x, axis=-1, where=None):
+    """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
+    return _softmax.fun(*_validate.softmax_args("softmax", x, axis, where))
+
+
+# Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
+softmax.fun = _softmax_primal
+
+
 def softmax_jvp(x, axis=-1, where=None):
     """Twin of `softmax` with the derived forward-mode rule (3): JVPs and Hessians work.
 
@@ -132,3 +141,6 @@ def _softmax_jvp_rule(axes, primals, tangents):
     inner = jnp.sum(pf * tf, axes, keepdims=True)
     p_dot = pf * (tf - inner)  # (3)
     return p, p_dot.astype(p.dtype)
+
+
+softmax_jvp.fun = _softmax_primal

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import sys
+import time
 
 import jax
 
 import jaxderiv
-from jaxderiv import data, train
+from jaxderiv import _progress, data, train
 
 
 def _number(kind, accept, expected):
@@ -162,8 +163,103 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_verify(commands) -> None:
+    parser = commands.add_parser(
+        "verify",
+        help="check every op's derived rules against autodiff and finite differences",
+        description=(
+            "Run jaxderiv.check_rule over the whole catalogue: every op and its "
+            "forward-mode twin, at a few shapes, in float32 and float64. Prints one "
+            "row per check with the largest relative error against JAX's autodiff "
+            "of the op's plain forward pass and against float64 central finite "
+            "differences; exits 1 if any check fails."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=["float32", "float64"],
+        default=["float32", "float64"],
+        help="dtypes to check in",
+    )
+    parser.add_argument(
+        "--ops",
+        nargs="+",
+        metavar="NAME",
+        help="check only these ops, e.g. `softmax jvp.softmax` (default: all)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="end with one line holding every report as a JSON object",
+    )
+    parser.set_defaults(run=_run_verify, parser=parser)
+
+
+def _run_verify(args) -> int:
+    from jaxderiv import catalogue
+
+    names = {entry.name for entry in catalogue.all_entries()}
+    unknown = sorted(set(args.ops or ()) - names)
+    if unknown:
+        args.parser.error(
+            f"argument --ops: unknown op(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(sorted(names))}"
+        )
+    selected = [
+        e for e in catalogue.all_entries() if not args.ops or e.name in args.ops
+    ]
+    total = len(selected) * len(args.dtypes)
+
+    start = time.perf_counter()
+    print(
+        f"{'op':<14} {'shapes':<22} {'dtype':<8} {'vs autodiff':>12} "
+        f"{'vs finite diff':>15}  status"
+    )
+    rows = []
+    with _progress.progress(total, "verifying") as advance:
+        results = catalogue.verify(dtypes=args.dtypes, entries=selected)
+        for entry, dtype, report in results:
+            summary = catalogue.summary(report)
+            print(
+                f"{entry.name:<14} {entry.label:<22} {dtype:<8} "
+                f"{summary['autodiff']:12.2e} {summary['finite_differences']:15.2e}  "
+                f"{'ok' if report.passed else 'FAIL'}",
+                flush=True,
+            )
+            if not report.passed:
+                print(str(report), flush=True)
+            rows.append(
+                {"op": entry.name, "shapes": entry.label, "dtype": dtype}
+                | summary
+                | {"report": report.to_dict()}
+            )
+            advance(f"{entry.name} {dtype}")
+
+    failed = sum(not row["passed"] for row in rows)
+    seconds = time.perf_counter() - start
+    print(
+        f"{len(rows)} checks, {len(rows) - failed} passed, {failed} failed "
+        f"in {seconds:.1f} s"
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "passed": failed == 0,
+                    "checks": rows,
+                    "seconds": seconds,
+                    "jax_version": jax.__version__,
+                    "backend": jax.default_backend(),
+                }
+            )
+        )
+    return 1 if failed else 0
+
+
 # Every command's registration function, in the order `--help` lists them.
-_COMMANDS = (_add_train,)
+_COMMANDS = (_add_train, _add_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,3 +46,19 @@ def test_docs_display_math_is_balanced(page):
     text = page.read_text()
     assert text.count("$$") % 2 == 0, f"{page.name}: unbalanced $$"
     assert "\\begin{align" not in text, f"{page.name}: align is not rendered everywhere"
+
+
+def test_docs_checking_page_examples_run_and_report_as_shown(capsys):
+    page = (ROOT / "docs" / "checking-your-own-rule.md").read_text()
+    namespace = {}
+    for block in re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL):
+        exec(compile(block, "checking-your-own-rule.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    passed, failed = out.split("FAIL: ", 1)
+    assert passed.startswith("PASS: weighted_sum")
+    # The wrong rule is caught at `w` only, against both truths.
+    failing = [line.split()[0] for line in failed.splitlines() if line.endswith("FAIL")]
+    assert failing == ["w", "w"]
+    # The page's pytest example, run after the wrong rule was registered, fails.
+    with pytest.raises(AssertionError, match=r"FAIL: weighted_sum"):
+        namespace["test_weighted_sum_rule"]()

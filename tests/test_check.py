@@ -1,0 +1,325 @@
+"""The rule checker: it passes correct rules and points at the argument of wrong ones.
+
+Each wrong rule below is a `jax.custom_vjp` (or `custom_jvp`) with one deliberate
+mistake of the kind people make when deriving by hand; its forward pass is right, so
+`.fun`, the undecorated primal, is a correct autodiff reference.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxderiv
+from tests import oracles
+
+F64 = jnp.float64
+
+
+def _rule(forward, backward):
+    """A custom_vjp whose forward rule saves the inputs and `backward` gets them."""
+    f = jax.custom_vjp(forward)
+    f.defvjp(lambda *args: (forward(*args), args), backward)
+    return f
+
+
+def _linear(x, w, b):
+    return x @ w + jnp.broadcast_to(b, (*x.shape[:-1], w.shape[1]))
+
+
+def _linear_bwd(dx, dw, db):
+    def bwd(res, g):
+        x, w, _ = res
+        n = x.size // x.shape[-1]
+        x2, g2 = x.reshape(n, -1), g.reshape(n, -1)
+        return dx(g, w, x), dw(x2, g2, x, g), db(g2, g)
+
+    return bwd
+
+
+RIGHT_DX = lambda g, w, x: g @ w.T  # noqa: E731  (a table of small formulas)
+RIGHT_DW = lambda x2, g2, x, g: x2.T @ g2  # noqa: E731
+RIGHT_DB = lambda g2, g: g2.sum(0)  # noqa: E731
+
+LINEAR_RULES = {
+    "right": (RIGHT_DX, RIGHT_DW, RIGHT_DB, set()),
+    "dx-uses-w-not-w-transpose": (lambda g, w, x: g @ w, RIGHT_DW, RIGHT_DB, {"x"}),
+    "dw-not-summed-over-first-batch-axis": (
+        RIGHT_DX,
+        lambda x2, g2, x, g: (
+            x[0].reshape(-1, x.shape[-1]).T @ g[0].reshape(-1, g.shape[-1])
+        ),
+        RIGHT_DB,
+        {"w"},
+    ),
+    "db-from-first-example-only": (
+        RIGHT_DX,
+        RIGHT_DW,
+        lambda g2, g: g2[0],
+        {"b"},
+    ),
+    "no-cotangent-for-x": (
+        lambda g, w, x: jnp.zeros_like(x),
+        RIGHT_DW,
+        RIGHT_DB,
+        {"x"},
+    ),
+    "dw-sign-flipped": (RIGHT_DX, lambda x2, g2, x, g: -(x2.T @ g2), RIGHT_DB, {"w"}),
+}
+
+
+def _linear_args(key, x_shape=(2, 3, 4), n_out=4):
+    kx, kw, kb = jax.random.split(key, 3)
+    return (
+        jax.random.normal(kx, x_shape),
+        jax.random.normal(kw, (x_shape[-1], n_out)),
+        jax.random.normal(kb, (n_out,)),
+    )
+
+
+def _failing_arguments(report):
+    return {c.argument for c in report.failures}
+
+
+@pytest.mark.parametrize("mistake", list(LINEAR_RULES), ids=list(LINEAR_RULES))
+def test_check_linear_rules_flag_exactly_the_wrong_argument(key, mistake):
+    dx, dw, db, wrong = LINEAR_RULES[mistake]
+    rule = _rule(_linear, _linear_bwd(dx, dw, db))
+    # Square weight (4, 4): `g @ w` has the right shape, so only values can tell.
+    report = jaxderiv.check_rule(rule, *_linear_args(key))
+    assert report.passed == (not wrong), str(report)
+    assert _failing_arguments(report) == wrong, str(report)
+
+
+def test_check_linear_rule_with_wrong_shape_is_reported_not_raised(key):
+    # With a non-square weight `g @ w` cannot even be computed: the report says so.
+    rule = _rule(_linear, _linear_bwd(lambda g, w, x: g @ w, RIGHT_DW, RIGHT_DB))
+    report = jaxderiv.check_rule(rule, *_linear_args(key, (5, 3), 2))
+    assert not report.passed
+    assert any(c.error and "dot_general" in c.error for c in report.failures)
+
+
+def _softmax(x):
+    e = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _softmax_rule(backward):
+    f = jax.custom_vjp(_softmax)
+    f.defvjp(lambda x: (_softmax(x), _softmax(x)), lambda p, g: (backward(p, g),))
+    return f
+
+
+SOFTMAX_RULES = {
+    "right": (lambda p, g: p * (g - (g * p).sum(-1, keepdims=True)), True),
+    "diagonal-only": (lambda p, g: g * p * (1 - p), False),
+    "missing-inner-product": (lambda p, g: p * g, False),
+    "sign-flipped": (lambda p, g: -p * (g - (g * p).sum(-1, keepdims=True)), False),
+}
+
+
+@pytest.mark.parametrize("mistake", list(SOFTMAX_RULES), ids=list(SOFTMAX_RULES))
+def test_check_softmax_rules(key, mistake):
+    backward, right = SOFTMAX_RULES[mistake]
+    report = jaxderiv.check_rule(
+        _softmax_rule(backward), jax.random.normal(key, (3, 5))
+    )
+    assert report.passed == right, str(report)
+    if not right:
+        assert _failing_arguments(report) == {"x"}
+
+
+def _mse(y_hat, y):
+    return jnp.mean((y_hat - y) ** 2)
+
+
+def _mse_rule(scale):
+    def backward(res, g):
+        y_hat, y = res
+        d = scale(y_hat - y) * (y_hat - y) * g
+        return d, -d
+
+    return _rule(_mse, backward)
+
+
+MSE_RULES = {
+    "right": (lambda d: 2 / d.size, True),
+    "missing-factor-2": (lambda d: 1 / d.size, False),
+    "missing-1-over-n": (lambda d: 2.0, False),
+    # Divides by rows squared: equal to 2 / size only when the input is square.
+    "right-only-for-square-inputs": (lambda d: 2 / d.shape[0] ** 2, False),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MSE_RULES), ids=list(MSE_RULES))
+def test_check_mse_rules(key, mistake):
+    scale, right = MSE_RULES[mistake]
+    k1, k2 = jax.random.split(key)
+    args = jax.random.normal(k1, (3, 5)), jax.random.normal(k2, (3, 5))
+    report = jaxderiv.check_rule(_mse_rule(scale), *args)
+    assert report.passed == right, str(report)
+    if not right:
+        assert _failing_arguments(report) == {"y_hat", "y"}
+
+
+def test_check_square_only_rule_passes_on_square_input(key):
+    # The same mistake is invisible on a square input: why checks need odd shapes.
+    k1, k2 = jax.random.split(key)
+    args = jax.random.normal(k1, (4, 4)), jax.random.normal(k2, (4, 4))
+    rule = _mse_rule(MSE_RULES["right-only-for-square-inputs"][0])
+    assert jaxderiv.check_rule(rule, *args).passed
+
+
+def _relu(x):
+    return jnp.where(x > 0, x, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("mask", "right"),
+    [(lambda x: x > 0, True), (lambda x: jnp.ones_like(x, bool), False)],
+    ids=["right", "passes-cotangent-where-x-le-0"],
+)
+def test_check_relu_rules(key, mask, right):
+    rule = jax.custom_vjp(_relu)
+    rule.defvjp(lambda x: (_relu(x), mask(x)), lambda m, g: (jnp.where(m, g, 0.0),))
+    x = jax.random.normal(key, (4, 5))
+    x = x + 0.1 * jnp.sign(x)  # away from the kink, where finite differences jump
+    report = jaxderiv.check_rule(rule, x)
+    assert report.passed == right, str(report)
+
+
+# The report itself.
+
+
+def test_check_report_points_at_the_worst_entry_with_three_values(key):
+    # db from the first example only: entry j of db misses sum_{n >= 1} g[n, j];
+    # with g the basis vector for out[n, j], the rule gives 0 where truth is 1.
+    dx, dw, db, _ = LINEAR_RULES["db-from-first-example-only"]
+    rule = _rule(_linear, _linear_bwd(dx, dw, db))
+    report = jaxderiv.check_rule(rule, *_linear_args(key, (3, 4), 2))
+    (bad, *_) = [c for c in report.failures if c.against == "autodiff"]
+    assert bad.argument == "b" and bad.mode == "jacobian"
+    assert bad.rule_value == 0.0
+    assert bad.autodiff_value == pytest.approx(1.0)
+    assert bad.fd_value == pytest.approx(1.0, abs=1e-6)
+    assert bad.worst.startswith("d out[") and "/ d b[" in bad.worst
+
+
+def test_check_assert_rule_matches_raises_a_readable_report(key):
+    rule = _softmax_rule(SOFTMAX_RULES["missing-inner-product"][0])
+    with pytest.raises(
+        AssertionError, match=r"(?s)FAIL: .*worst entry d out\[\d+, \d+\]"
+    ):
+        jaxderiv.assert_rule_matches(rule, jax.random.normal(key, (2, 3)))
+
+
+def test_check_report_is_json_serialisable(key):
+    report = jaxderiv.check_rule(jaxderiv.softmax, jax.random.normal(key, (2, 3)))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["passed"] is True
+    assert {c["against"] for c in data["comparisons"]} == {
+        "autodiff",
+        "finite differences",
+    }
+
+
+# What it accepts.
+
+
+def test_check_pytree_and_fixed_arguments(key):
+    # A dict of parameters, an integer array, a Python float and a string kwarg.
+    def model(ops):
+        def f(params, labels, scale, *, mode):
+            assert mode == "sum"
+            p = ops.softmax(ops.linear(params["x"], params["w"]))
+            return scale * jnp.sum(p[jnp.arange(3), labels])
+
+        return f
+
+    params = dict(zip("xw", _linear_args(key, (3, 4), 5)[:2], strict=True))
+    report = jaxderiv.check_rule(
+        model(jaxderiv),
+        params,
+        jnp.array([0, 4, 2]),
+        2.0,
+        kwargs={"mode": "sum"},
+        reference=model(oracles),
+    )
+    assert report.passed, str(report)
+    assert {c.argument for c in report.comparisons} == {"params['w']", "params['x']"}
+
+
+def test_check_argnums_limits_the_arguments(key):
+    report = jaxderiv.check_rule(jaxderiv.linear, *_linear_args(key), argnums=1)
+    assert {c.argument for c in report.comparisons} == {"weight"}
+
+
+def test_check_pytree_output(key):
+    def two(ops):
+        return lambda x: {"p": ops.softmax(x), "r": ops.relu(x)}
+
+    x = jax.random.normal(key, (2, 3)) + 0.2
+    assert jaxderiv.check_rule(two(jaxderiv), x, reference=two(oracles)).passed
+
+
+def test_check_probes_catch_a_wrong_rule_past_the_size_limit(key):
+    x = jax.random.normal(key, (16, 40))
+    right = jaxderiv.check_rule(jaxderiv.softmax, x, max_jacobian_size=100)
+    assert right.passed and {c.mode for c in right.comparisons} == {"probes"}
+    wrong = _softmax_rule(SOFTMAX_RULES["diagonal-only"][0])
+    report = jaxderiv.check_rule(wrong, x, max_jacobian_size=100)
+    assert not report.passed
+    assert {c.against for c in report.failures} == {"autodiff", "finite differences"}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_check_correct_rules_pass_in_lower_precision(key, dtype):
+    x = jax.random.normal(key, (3, 4)).astype(dtype)
+    assert jaxderiv.check_rule(jaxderiv.softmax, x).passed
+
+
+def test_check_wrong_forward_rule_is_flagged_on_the_forward_route(key):
+    f = jax.custom_jvp(_softmax)
+
+    @f.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        p = _softmax(x)
+        return p, p * t  # the inner-product term is missing
+
+    report = jaxderiv.check_rule(f, jax.random.normal(key, (2, 3)))
+    assert {c.route for c in report.failures} == {"forward", "reverse"}
+
+
+def test_check_twins_pass_on_both_routes(key):
+    report = jaxderiv.check_rule(jaxderiv.jvp.linear, *_linear_args(key, (3, 4), 2))
+    assert report.passed
+    assert {c.route for c in report.comparisons} == {"forward", "reverse"}
+
+
+def test_check_without_reference_notes_it_and_uses_finite_differences(key):
+    report = jaxderiv.check_rule(
+        lambda x: jnp.sin(x) ** 2, jax.random.normal(key, (3,))
+    )
+    assert report.passed
+    assert {c.against for c in report.comparisons} == {"finite differences"}
+    assert any("no reference" in note for note in report.notes)
+
+
+def test_check_rejects_no_differentiable_argument():
+    with pytest.raises(TypeError, match=r"no argument is differentiable"):
+        jaxderiv.check_rule(jaxderiv.relu, jnp.array([1, 2]))
+
+
+def test_check_rejects_a_non_callable():
+    with pytest.raises(TypeError, match=r"`fn` must be callable"):
+        jaxderiv.check_rule("softmax", jnp.ones(3))
+
+
+def test_check_nan_from_the_rule_fails(key):
+    rule = _softmax_rule(lambda p, g: p * jnp.nan)
+    report = jaxderiv.check_rule(rule, jax.random.normal(key, (2, 3)))
+    assert not report.passed
+    assert all(np.isinf(c.max_abs_error) for c in report.failures)
