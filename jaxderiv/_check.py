@@ -261,7 +261,15 @@ def check_rule(
             "not compared"
         )
 
-    problem = _Problem(rule_call, rule_primals, fd_call, ref_call, primals64, m)
+    with jax.enable_x64(True):
+        finite = np.isfinite(np.asarray(jax.jit(fd_call)(*primals64)))
+    if not finite.all():
+        notes.append(
+            f"{int((~finite).sum())} of {m} output entries are not finite at these "
+            "inputs (an excluded or -inf entry, say); their derivatives were not "
+            "compared"
+        )
+    problem = _Problem(rule_call, rule_primals, fd_call, ref_call, primals64, m, finite)
     for position, leaf_index in enumerate(wanted):
         path, leaf = leaves[leaf_index]
         argument = _argument_label(names, path)
@@ -422,6 +430,7 @@ class _Problem:
     ref_call: object
     primals64: list
     m: int
+    finite: np.ndarray  # (m,) bool: output entries with a derivative to compare
 
 
 def _routes(problem, position, full, n_probes, seed):
@@ -455,6 +464,8 @@ def _routes(problem, position, full, n_probes, seed):
     else:
         rng = np.random.default_rng(seed)
         cotangents = _rademacher(rng, (n_probes, m), out_dtype)
+        # A non-finite output has no derivative: no probe weight goes there.
+        cotangents = jnp.where(problem.finite, cotangents, 0)
         tangents = _rademacher(rng, (n_probes, *shape), dtype)
 
     def safely(compute):
@@ -496,6 +507,16 @@ def _routes(problem, position, full, n_probes, seed):
                     )(tan64)
                 )
         fd = np.asarray(_central_differences(along(fd_call, primals64), x64, tan64))
+    # Rows of non-finite outputs are not compared: zero them in every route.
+    fd = np.where(problem.finite, fd, 0.0)
+    if fwd is not None:
+        fwd = np.where(problem.finite, fwd, 0.0)
+    if ref_fwd is not None:
+        ref_fwd = np.where(problem.finite, ref_fwd, 0.0)
+    if full:
+        rows = problem.finite[:, None]
+        rev = None if rev is None else np.where(rows, rev, 0.0)
+        ref_rev = None if ref_rev is None else np.where(rows, ref_rev, 0.0)
 
     routes = []
     cot = np.asarray(cot64)

@@ -1,4 +1,4 @@
-"""Dtype rules shared by the ops: where to accumulate, and how to hand results back."""
+"""Numerics shared by the ops: where to accumulate, and the max-shifted exponentials."""
 
 import jax.numpy as jnp
 
@@ -18,3 +18,27 @@ def accum_dtype(dtype) -> jnp.dtype:
 def upcast(x):
     """`x` in its accumulation dtype (a no-op for float32 and float64)."""
     return x.astype(accum_dtype(x.dtype))
+
+
+def shifted_exp(x, axes, where):
+    """`(z, e, s)` for the softmax family, in the accumulation dtype of `x`.
+
+    `z = x - m` with `m` the maximum over `axes` of the entries `where` keeps
+    (excluded entries are -inf), `e = exp(z)` and `s = sum(e, axes)` with kept
+    dimensions. Shifting by `m` changes no ratio `e_i / s` but keeps `exp` from
+    overflowing; `s >= 1` whenever a row has a finite entry.
+    """
+    xf = upcast(x)
+    if where is not None:
+        xf = jnp.where(where, xf, -jnp.inf)
+    m = jnp.max(xf, axes, keepdims=True, initial=-jnp.inf)
+
+    # A row of -inf (or fully excluded) has m = -inf; shifting by it would give NaN.
+    shift = jnp.where(jnp.isfinite(m), m, 0)
+    z = xf - shift
+    # A row holding +inf: take the limit, sharing the mass among its +inf entries.
+    z = jnp.where(m == jnp.inf, jnp.where(xf == jnp.inf, 0, -jnp.inf), z)
+
+    e = jnp.exp(z)
+    s = jnp.sum(e, axes, keepdims=True)
+    return z, e, s

@@ -64,19 +64,7 @@ def softmax(x, axis=-1, where=None):
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax(x, axes, where):
-    xf = _numerics.upcast(x)
-    if where is not None:
-        xf = jnp.where(where, xf, -jnp.inf)
-    m = jnp.max(xf, axes, keepdims=True, initial=-jnp.inf)
-
-    # A row of -inf (or fully excluded) has m = -inf; shifting by it would give NaN.
-    shift = jnp.where(jnp.isfinite(m), m, 0)
-    z = xf - shift
-    # A row holding +inf: take the limit, sharing the mass among its +inf entries.
-    z = jnp.where(m == jnp.inf, jnp.where(xf == jnp.inf, 0, -jnp.inf), z)
-
-    e = jnp.exp(z)
-    s = jnp.sum(e, axes, keepdims=True)
+    _, e, s = _numerics.shifted_exp(x, axes, where)
     # s = 0 only for a row with no usable entry; it is all zeros, not 0/0.
     p = e / jnp.where(s == 0, 1, s)  # (1)
     return p.astype(x.dtype)

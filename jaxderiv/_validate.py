@@ -240,11 +240,88 @@ def linear_args(fn: str, x, weight, bias):
     return x.astype(dtype), weight.astype(dtype), bias
 
 
-def mse_args(fn: str, predictions, targets):
+def mse_args(fn: str, predictions, targets, names=("predictions", "targets")):
     """`mse`'s arguments checked (equal shapes, not empty) and cast to one dtype."""
-    predictions = as_real_array(fn, "predictions", predictions)
-    targets = as_real_array(fn, "targets", targets)
-    check_same_shape(fn, ("predictions", "targets"), predictions, targets)
-    check_nonempty(fn, "predictions", predictions, "their mean")
-    dtype = common_float_dtype(fn, predictions=predictions, targets=targets)
+    predictions = as_real_array(fn, names[0], predictions)
+    targets = as_real_array(fn, names[1], targets)
+    check_same_shape(fn, names, predictions, targets)
+    check_nonempty(fn, names[0], predictions, "their mean")
+    dtype = common_float_dtype(fn, **{names[0]: predictions, names[1]: targets})
     return predictions.astype(dtype), targets.astype(dtype)
+
+
+def label_smoothing_value(fn: str, label_smoothing) -> float:
+    """`label_smoothing` as a Python float in [0, 1], or raise."""
+    if isinstance(label_smoothing, bool) or not isinstance(
+        label_smoothing, (int, float)
+    ):
+        raise TypeError(
+            f"jaxderiv.{fn}: `label_smoothing` must be a Python float in [0, 1], but "
+            f"got {describe(label_smoothing)}; it is static, not an array."
+        )
+    value = float(label_smoothing)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"jaxderiv.{fn}: `label_smoothing` must be in [0, 1], but got {value}."
+        )
+    return value
+
+
+def cross_entropy_args(fn: str, logits, labels, axis, where, label_smoothing):
+    """Probability labels: the same shape as `logits`, cast to one floating dtype."""
+    logits = as_real_array(fn, "logits", logits)
+    labels = as_real_array(fn, "labels", labels)
+    check_same_shape(fn, ("logits", "labels"), logits, labels)
+    dtype = common_float_dtype(fn, logits=logits, labels=labels)
+    logits, labels = logits.astype(dtype), labels.astype(dtype)
+    axes = normalize_axis(fn, axis, logits, "logits")
+    where = broadcast_mask(fn, where, logits, "logits")
+    smoothing = label_smoothing_value(fn, label_smoothing)
+    return logits, labels, axes, where, smoothing
+
+
+def integer_labels_args(fn: str, logits, labels, axis, where, label_smoothing):
+    """Integer labels: one class index per row, `logits`' shape without `axis`."""
+    logits = as_float_array(fn, "logits", logits)
+    labels = as_real_array(fn, "labels", labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(
+            f"jaxderiv.{fn}: `labels` must hold integer class indices, but has "
+            f"{describe(labels)}. For probability (or one-hot) labels of `logits`' "
+            "shape, use `jaxderiv.softmax_cross_entropy`."
+        )
+    axes = normalize_axis(fn, axis, logits, "logits")
+    if len(axes) != 1:
+        raise ValueError(
+            f"jaxderiv.{fn}: `axis` must name one axis (the classes), but got {axis!r}."
+        )
+    (ax,) = axes
+    expected = logits.shape[:ax] + logits.shape[ax + 1 :]
+    if labels.shape != expected:
+        raise ValueError(
+            f"jaxderiv.{fn}: `labels` must have `logits`' shape without the class "
+            f"axis {ax}, {_fmt_shape(expected)}, but has shape "
+            f"{_fmt_shape(labels.shape)} (`logits` has shape "
+            f"{_fmt_shape(logits.shape)})."
+        )
+    where = broadcast_mask(fn, where, logits, "logits")
+    smoothing = label_smoothing_value(fn, label_smoothing)
+    return logits, labels, ax, where, smoothing
+
+
+def softmax_mse_args(fn: str, logits, targets, axis, where):
+    """`softmax_mse`'s arguments: equal shapes, not empty, one floating dtype."""
+    logits, targets = mse_args(fn, logits, targets, ("logits", "targets"))
+    axes = normalize_axis(fn, axis, logits, "logits")
+    where = broadcast_mask(fn, where, logits, "logits")
+    return logits, targets, axes, where
+
+
+def choice(fn: str, name: str, value, options: tuple[str, ...]) -> str:
+    """`value` if it is one of `options`, else a `ValueError` listing them."""
+    if not isinstance(value, str) or value not in options:
+        listing = ", ".join(f"{o!r}" for o in options)
+        raise ValueError(
+            f"jaxderiv.{fn}: `{name}` must be one of {listing}, but got {value!r}."
+        )
+    return value

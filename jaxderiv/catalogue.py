@@ -58,36 +58,77 @@ def _away_from_zero(shape):
     return make
 
 
-def _entries(prefix, ops) -> list[Entry]:
-    return [
+def _probabilities(shape):
+    def make(rng, dtype):
+        logits, scores = rng.standard_normal(shape), rng.standard_normal(shape)
+        labels = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+        return jnp.asarray(logits, dtype), jnp.asarray(labels, dtype)
+
+    return make
+
+
+def _class_indices(shape):
+    def make(rng, dtype):
+        labels = rng.integers(0, shape[-1], size=shape[:-1])
+        return jnp.asarray(rng.standard_normal(shape), dtype), jnp.asarray(labels)
+
+    return make
+
+
+def _entries(prefix, ops, more_shapes) -> list[Entry]:
+    entries = [
         Entry(
             f"{prefix}linear",
             ops.linear,
             ((5, 3), (3, 4), (4,)),
             _normal((5, 3), (3, 4), (4,)),
         ),
-        Entry(
-            f"{prefix}linear",
-            ops.linear,
-            ((2, 3, 4), (4, 2)),
-            _normal((2, 3, 4), (4, 2)),
-        ),
         Entry(f"{prefix}relu", ops.relu, ((4, 6),), _away_from_zero((4, 6))),
         Entry(f"{prefix}softmax", ops.softmax, ((3, 7),), _normal((3, 7))),
-        Entry(
-            f"{prefix}softmax",
-            ops.softmax,
-            ((4, 3, 2),),
-            _normal((4, 3, 2)),
-            {"axis": 1},
-        ),
+        Entry(f"{prefix}log_softmax", ops.log_softmax, ((3, 7),), _normal((3, 7))),
         Entry(f"{prefix}mse", ops.mse, ((3, 5), (3, 5)), _normal((3, 5), (3, 5))),
+        Entry(
+            f"{prefix}softmax_cross_entropy",
+            ops.softmax_cross_entropy,
+            ((4, 5), (4, 5)),
+            _probabilities((4, 5)),
+        ),
+        Entry(
+            f"{prefix}softmax_cross_entropy_with_integer_labels",
+            ops.softmax_cross_entropy_with_integer_labels,
+            ((4, 5), (4,)),
+            _class_indices((4, 5)),
+        ),
+        Entry(
+            f"{prefix}softmax_mse",
+            ops.softmax_mse,
+            ((3, 5), (3, 5)),
+            _normal((3, 5), (3, 5)),
+        ),
     ]
+    if more_shapes:
+        # Several batch axes, no bias; a middle softmax axis.
+        entries += [
+            Entry(
+                f"{prefix}linear",
+                ops.linear,
+                ((2, 3, 4), (4, 2)),
+                _normal((2, 3, 4), (4, 2)),
+            ),
+            Entry(
+                f"{prefix}softmax",
+                ops.softmax,
+                ((4, 3, 2),),
+                _normal((4, 3, 2)),
+                {"axis": 1},
+            ),
+        ]
+    return entries
 
 
 def all_entries() -> list[Entry]:
-    """The whole catalogue: every op, then every forward-mode twin."""
-    return _entries("", jaxderiv) + _entries("jvp.", jaxderiv.jvp)
+    """The whole catalogue: every op (two shapes for some), then every twin."""
+    return _entries("", jaxderiv, True) + _entries("jvp.", jaxderiv.jvp, False)
 
 
 DTYPES = (jnp.float32, jnp.float64)

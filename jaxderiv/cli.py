@@ -17,7 +17,7 @@ import time
 import jax
 
 import jaxderiv
-from jaxderiv import _progress, data, train
+from jaxderiv import _progress, data, mlp, train
 
 
 def _number(kind, accept, expected):
@@ -119,6 +119,12 @@ def _add_train(commands) -> None:
         help="fixes the initial parameters and every shuffle",
     )
     parser.add_argument(
+        "--loss",
+        choices=mlp.LOSSES,
+        default=defaults.loss,
+        help="mse of the softmax output against one-hot labels, or cross-entropy",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="end with one line holding the final metrics as a JSON object",
@@ -147,6 +153,7 @@ def _run_train(args) -> int:
         weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
+        loss=args.loss,
     )
     result = train.train(
         dataset, config, on_epoch=lambda m: print(format_epoch(m), flush=True)
@@ -213,8 +220,9 @@ def _run_verify(args) -> int:
     total = len(selected) * len(args.dtypes)
 
     start = time.perf_counter()
+    wide = max(len(e.name) for e in selected)
     print(
-        f"{'op':<14} {'shapes':<22} {'dtype':<8} {'vs autodiff':>12} "
+        f"{'op':<{wide}} {'shapes':<16} {'dtype':<8} {'vs autodiff':>12} "
         f"{'vs finite diff':>15}  status"
     )
     rows = []
@@ -223,7 +231,7 @@ def _run_verify(args) -> int:
         for entry, dtype, report in results:
             summary = catalogue.summary(report)
             print(
-                f"{entry.name:<14} {entry.label:<22} {dtype:<8} "
+                f"{entry.name:<{wide}} {entry.label:<16} {dtype:<8} "
                 f"{summary['autodiff']:12.2e} {summary['finite_differences']:15.2e}  "
                 f"{'ok' if report.passed else 'FAIL'}",
                 flush=True,

@@ -33,16 +33,7 @@ def softmax(x, axis=-1):
     Raises:
       TypeError, ValueError: as `jaxderiv.softmax`.
     """
-    x = _validate.as_float_array("jacobians.softmax", "x", x)
-    axes = _validate.normalize_axis("jacobians.softmax", axis, x)
-    if len(axes) != 1:
-        raise ValueError(
-            f"jaxderiv.jacobians.softmax: `axis` must name exactly one axis, but got "
-            f"{axis!r} for `x` with {_validate.describe(x)}. For a softmax over "
-            "several axes, reshape them into one first."
-        )
-    (ax,) = axes
-    p = jnp.moveaxis(_softmax_op(x, ax), ax, -1)
+    p = _row_probabilities("jacobians.softmax", x, axis)
     eye = jnp.eye(p.shape[-1], dtype=p.dtype)
     diag_p = jnp.einsum("...i,ij->...ij", p, eye)
     outer_pp = jnp.einsum("...i,...j->...ij", p, p)
@@ -120,3 +111,121 @@ def mse(predictions, targets):
     d = y_hat - y
     grad = (2 / d.size) * d
     return grad, -grad
+
+
+def log_softmax(x, axis=-1):
+    """Jacobian `J[..., i, j] = dy_i / dx_j = delta_ij - p_j` of `log_softmax`.
+
+    In matrix form each row's Jacobian is `I - 1 p^T`: not symmetric, unlike
+    softmax's.
+
+    Args:
+      x: logits of shape `(*S)`.
+      axis: the single axis log-softmax normalises over (an int).
+
+    Returns:
+      Array of shape `(*B, C, C)` laid out as `softmax`'s.
+
+    Raises:
+      TypeError, ValueError: as `jaxderiv.log_softmax`, or if `axis` names several.
+    """
+    p = _row_probabilities("jacobians.log_softmax", x, axis)
+    eye = jnp.eye(p.shape[-1], dtype=p.dtype)
+    return eye - jnp.einsum("...j,i->...ij", p, jnp.ones(p.shape[-1], p.dtype))
+
+
+def softmax_cross_entropy(logits, labels, axis=-1):
+    """Gradients of each row's loss `l = -sum(y log softmax(x))`.
+
+    Each row's loss depends on that row only, so the Jacobian is block diagonal;
+    these are its blocks: `dl / dx = (sum y) p - y` and `dl / dy = -log p`.
+
+    Args:
+      logits: `x`, of shape `(*S)`; labels: `y`, the same shape.
+      axis: the single class axis (an int).
+
+    Returns:
+      `(d_logits, d_labels)`, each of `logits`' shape.
+
+    Raises:
+      TypeError, ValueError: as `jaxderiv.softmax_cross_entropy`.
+    """
+    fn = "jacobians.softmax_cross_entropy"
+    x, y, axes, _, _ = _validate.cross_entropy_args(fn, logits, labels, axis, None, 0.0)
+    _single_axis(fn, axis, axes, x)
+    p = _softmax_op(x, axes)
+    log_p = jnp.log(p)
+    return jnp.sum(y, axes, keepdims=True) * p - y, -log_p
+
+
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1):
+    """Gradient of each row's loss `l = -log softmax(x)[label]`: `p - onehot(label)`.
+
+    Args:
+      logits: `x`, of shape `(*S)`; labels: integer class indices of that shape
+        without `axis`.
+      axis: the class axis (an int).
+
+    Returns:
+      `d_logits`, of `logits`' shape; rows whose label is outside `[0, C)` are 0.
+
+    Raises:
+      TypeError, ValueError: as `jaxderiv.softmax_cross_entropy_with_integer_labels`.
+    """
+    fn = "jacobians.softmax_cross_entropy_with_integer_labels"
+    x, labels, ax, _, _ = _validate.integer_labels_args(
+        fn, logits, labels, axis, None, 0.0
+    )
+    p = _softmax_op(x, ax)
+    classes = jnp.arange(x.shape[ax]).reshape(
+        [-1 if i == ax else 1 for i in range(x.ndim)]
+    )
+    one_hot = (jnp.expand_dims(labels, ax) == classes).astype(x.dtype)
+    valid = jnp.sum(one_hot, ax, keepdims=True)
+    return valid * p - one_hot
+
+
+def softmax_mse(logits, targets, axis=-1):
+    """Gradients of `l = mean((softmax(x) - t)^2)`, a scalar.
+
+    `dl / dx = (2 / N) p * (d - sum(d * p, axis))` and `dl / dt = -(2 / N) d`, with
+    `d = p - t`: the mse gradient `2 d / N` times the softmax Jacobian
+    `diag(p) - p p^T` of each row.
+
+    Args:
+      logits: `x`, of shape `(*S)`; targets: `t`, the same shape.
+      axis: the softmax axis (an int).
+
+    Returns:
+      `(d_logits, d_targets)`, each of `logits`' shape.
+
+    Raises:
+      TypeError, ValueError: as `jaxderiv.softmax_mse`.
+    """
+    fn = "jacobians.softmax_mse"
+    x, t, axes, _ = _validate.softmax_mse_args(fn, logits, targets, axis, None)
+    _single_axis(fn, axis, axes, x)
+    ax = axes[0]
+    p = jnp.moveaxis(_softmax_op(x, ax), ax, -1)
+    d = p - jnp.moveaxis(t, ax, -1)
+    eye = jnp.eye(p.shape[-1], dtype=p.dtype)
+    jac = jnp.einsum("...i,ij->...ij", p, eye) - jnp.einsum("...i,...j->...ij", p, p)
+    d_x = (2 / d.size) * jnp.einsum("...i,...ij->...j", d, jac)
+    return jnp.moveaxis(d_x, -1, ax), jnp.moveaxis(-(2 / d.size) * d, -1, ax)
+
+
+def _single_axis(fn, axis, axes, x):
+    if len(axes) != 1:
+        raise ValueError(
+            f"jaxderiv.{fn}: `axis` must name exactly one axis, but got "
+            f"{axis!r} for `x` with {_validate.describe(x)}. For a softmax over "
+            "several axes, reshape them into one first."
+        )
+
+
+def _row_probabilities(fn, x, axis):
+    """`softmax(x, axis)` with `axis` moved last, after checking it is one axis."""
+    x = _validate.as_float_array(fn, "x", x)
+    axes = _validate.normalize_axis(fn, axis, x)
+    _single_axis(fn, axis, axes, x)
+    return jnp.moveaxis(_softmax_op(x, axes[0]), axes[0], -1)

@@ -10,9 +10,26 @@ backward rules save the smallest residuals. Use these twins when you need forwar
 mode or Hessians: `import jaxderiv.jvp as jd` and call `jd.softmax(x)`.
 """
 
+from jaxderiv import _cross_entropy
 from jaxderiv._linear import linear_jvp as linear
+from jaxderiv._log_softmax import log_softmax_jvp as log_softmax
 from jaxderiv._mse import mse_jvp as mse
 from jaxderiv._relu import relu_jvp as relu
 from jaxderiv._softmax import softmax_jvp as softmax
+from jaxderiv._softmax_mse import softmax_mse_jvp as softmax_mse
 
-__all__ = ["linear", "mse", "relu", "softmax"]
+softmax_cross_entropy = _cross_entropy.softmax_cross_entropy_jvp
+softmax_cross_entropy_with_integer_labels = (
+    _cross_entropy.softmax_cross_entropy_with_integer_labels_jvp
+)
+
+__all__ = [
+    "linear",
+    "log_softmax",
+    "mse",
+    "relu",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "softmax_mse",
+]

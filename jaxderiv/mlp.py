@@ -17,10 +17,12 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxderiv import _validate
+from jaxderiv._cross_entropy import softmax_cross_entropy
 from jaxderiv._linear import linear
-from jaxderiv._mse import mse
 from jaxderiv._relu import relu
 from jaxderiv._softmax import softmax
+from jaxderiv._softmax_mse import softmax_mse
 
 DEFAULT_HIDDEN = (512,)
 
@@ -153,7 +155,8 @@ def logits(params, x):
 
     h = x
     for weight, bias in params[:-1]:
-        h = relu(linear(h, weight, bias))
+        # Saving relu's output, not a mask: the next linear layer keeps it anyway.
+        h = relu(linear(h, weight, bias), save="output")
     weight, bias = params[-1]
     return linear(h, weight, bias)
 
@@ -199,26 +202,38 @@ def predict(params, x):
     return jnp.argmax(logits(params, x), axis=-1).astype(jnp.int32)
 
 
-def loss(params, x, targets):
-    """Mean squared error of the class probabilities against `targets`.
+LOSSES = ("mse", "cross-entropy")
 
-    (1)  `l = mse(apply(params, x), t) = sum((p - t)^2) / N`, `N` the number of
-         entries of `t`.
+
+def loss(params, x, targets, kind="mse"):
+    """The training loss of the network's class probabilities against `targets`.
+
+    (1)  `kind="mse"`: `l = mean((softmax(z) - t)^2)`, over all `N` entries of `t`;
+         `kind="cross-entropy"`: `l = mean over rows of -sum(t log softmax(z))`;
+         `z = logits(params, x)`.
 
     Args:
       params: the list of `(weight, bias)` tuples that `init` returns.
       x: inputs of shape `(*B, I)`.
       targets: `t`, of shape `(*B, C)`, usually one-hot rows
         (`jax.nn.one_hot(labels, C, dtype=x.dtype)`); not broadcast.
+      kind: `"mse"` or `"cross-entropy"`.
 
     Returns:
-      `l`, a scalar in the promoted dtype; `0 <= l <= 2 / C` for one-hot targets.
+      `l`, a scalar in the promoted dtype; `0 <= l <= 2 / C` for mse against
+      one-hot targets.
 
     Raises:
-      TypeError, ValueError: as `logits` and `jaxderiv.mse`.
+      TypeError, ValueError: as `logits`, `jaxderiv.softmax_mse` and
+        `jaxderiv.softmax_cross_entropy`; `ValueError` for an unknown `kind`.
 
     Derivative:
-      `jax.grad(loss)` chains the derived rules of `mse`, `softmax`, `relu` and
-      `linear`; JAX's autodiff of the forward formulas is never used.
+      `jax.grad(loss)` chains the derived rules of the fused `softmax_mse` (or
+      `softmax_cross_entropy`), `relu` and `linear`; JAX's autodiff of the forward
+      formulas is never used.
     """
-    return mse(apply(params, x), targets)
+    kind = _validate.choice("mlp.loss", "kind", kind, LOSSES)
+    z = logits(params, x)
+    if kind == "mse":
+        return softmax_mse(z, targets)
+    return jnp.mean(softmax_cross_entropy(z, targets))

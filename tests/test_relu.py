@@ -92,7 +92,7 @@ def test_relu_rule_matches_finite_differences(key, shape):
 
 def test_relu_saves_only_a_boolean_mask(key):
     x, _ = _inputs(key, (3, 4))
-    _, res = _relu_fwd(x)
+    _, res = _relu_fwd(x, "mask")
     leaves = jax.tree_util.tree_leaves(res)
     assert len(leaves) == 1
     assert leaves[0].dtype == jnp.bool_

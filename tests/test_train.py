@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import math
 import pathlib
 import re
 import sys
@@ -27,6 +28,7 @@ FINAL_KEYS = {
     "batch_size",
     "weight_decay",
     "seed",
+    "loss",
     "train_loss",
     "test_accuracy",
     "train_seconds",
@@ -275,3 +277,21 @@ def test_example_main_runs(capsys):
         "2/2",
     ]
     assert lines[-1].startswith("test accuracy ")
+
+
+def test_cli_train_cross_entropy_runs_and_records_the_loss(capsys):
+    status = cli.main(
+        [
+            "train",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--loss",
+            "cross-entropy",
+            "--json",
+        ]
+    )
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert status == 0 and final["loss"] == "cross-entropy"
+    assert 0.0 < final["train_loss"] < math.log(10)  # below chance after two epochs

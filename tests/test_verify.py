@@ -11,7 +11,16 @@ from jaxderiv import catalogue, cli
 
 def test_verify_catalogue_covers_every_op_and_twin():
     names = {entry.name for entry in catalogue.all_entries()}
-    ops = {"linear", "relu", "softmax", "mse"}
+    ops = {
+        "linear",
+        "relu",
+        "softmax",
+        "log_softmax",
+        "mse",
+        "softmax_cross_entropy",
+        "softmax_cross_entropy_with_integer_labels",
+        "softmax_mse",
+    }
     assert names == ops | {f"jvp.{op}" for op in ops}
 
 
