@@ -144,10 +144,12 @@ def softmax_cross_entropy_with_integer_labels(
     Args:
       logits: `x`, of any shape with the `C` classes along `axis` (one int).
       labels: integer class indices of `logits`' shape without `axis`. A label
-        outside `[0, C)`, such as -1 for padding, marks a row to ignore.
+        outside `[0, C)`, such as -1 for padding, or on a class that `where`
+        excludes, marks its row as ignored: loss 0 and gradient 0, smoothing
+        included.
       axis: the class axis, an int.
       where: optional boolean array that broadcasts to `logits`' shape; excluded
-        classes take no part (a label on one gives an infinite loss).
+        classes take no part.
       label_smoothing: a Python float `a` in [0, 1].
 
     Returns:
@@ -182,8 +184,12 @@ def _one_hot_rows(x, labels, axis, where, smoothing):
     """`(log p, p, y)`, `y` the smoothed one-hot rows (0 for labels out of range)."""
     classes = jax.lax.broadcasted_iota(labels.dtype, x.shape, axis)
     label = jnp.broadcast_to(jnp.expand_dims(labels, axis), x.shape)
-    valid = (label >= 0) & (label < x.shape[axis])
-    one_hot = (classes == label).astype(_numerics.accum_dtype(x.dtype))
+    hit = classes == label
+    if where is not None:
+        hit = hit & where
+    # A row is ignored when its label is out of range or on an excluded class.
+    valid = jnp.any(hit, axis, keepdims=True)
+    one_hot = hit.astype(_numerics.accum_dtype(x.dtype))
     log_p, p, y = _log_probs_and_labels(x, one_hot, (axis,), where, smoothing)
     return log_p, p, jnp.where(valid, y, 0)
 

@@ -75,7 +75,7 @@ def _log_softmax_fwd(x, axes, where):
 def _log_softmax_bwd(axes, res, y_bar):
     y = res
     yf = _numerics.upcast(y)
-    active = yf > -jnp.inf
+    active = ~jnp.isneginf(yf)  # NaN stays active, so NaN propagates
     gf = jnp.where(active, _numerics.upcast(y_bar), 0)
     total = jnp.sum(gf, axes, keepdims=True)  # sum(y_bar, axis) in (2)
     x_bar = jnp.where(active, gf - jnp.exp(yf) * total, 0)  # (2)
@@ -118,7 +118,7 @@ def _log_softmax_jvp_rule(axes, primals, tangents):
     (x, where), (x_dot, _) = primals, tangents
     y = _log_softmax_jvp(x, axes, where)
     yf = _numerics.upcast(y)
-    active = yf > -jnp.inf
+    active = ~jnp.isneginf(yf)  # NaN stays active, so NaN propagates
     tf = jnp.where(active, _numerics.upcast(x_dot), 0)
     mean = jnp.sum(jnp.exp(yf) * tf, axes, keepdims=True)
     y_dot = jnp.where(active, tf - mean, 0)  # (3)

@@ -16,7 +16,11 @@ def accum_dtype(dtype) -> jnp.dtype:
 
 
 def upcast(x):
-    """`x` in its accumulation dtype (a no-op for float32 and float64)."""
+    """`x` in its accumulation dtype (a no-op for float32 and float64).
+
+    Also takes a Python scalar, which `jax.vjp` may pass on as a cotangent.
+    """
+    x = jnp.asarray(x)
     return x.astype(accum_dtype(x.dtype))
 
 

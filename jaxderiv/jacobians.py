@@ -13,6 +13,7 @@ import math
 import jax.numpy as jnp
 
 from jaxderiv import _validate
+from jaxderiv._log_softmax import log_softmax as _log_softmax_op
 from jaxderiv._softmax import softmax as _softmax_op
 
 
@@ -153,9 +154,8 @@ def softmax_cross_entropy(logits, labels, axis=-1):
     fn = "jacobians.softmax_cross_entropy"
     x, y, axes, _, _ = _validate.cross_entropy_args(fn, logits, labels, axis, None, 0.0)
     _single_axis(fn, axis, axes, x)
-    p = _softmax_op(x, axes)
-    log_p = jnp.log(p)
-    return jnp.sum(y, axes, keepdims=True) * p - y, -log_p
+    log_p = _log_softmax_op(x, axes)
+    return jnp.sum(y, axes, keepdims=True) * jnp.exp(log_p) - y, -log_p
 
 
 def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1):
