@@ -60,8 +60,8 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, label_smoothing=0
     args = _validate.cross_entropy_args(
         fn, logits, labels, axis, where, label_smoothing
     )
-    logits, labels, axes, where, smoothing = args
-    return _cross_entropy(logits, labels, axes, where, smoothing)
+    types = _numerics.types_of(*args[:2])
+    return _cross_entropy(*args, types)
 
 
 def _value(arg):
@@ -83,14 +83,15 @@ def _log_probs_and_labels(x, labels, axes, where, smoothing):
     return log_p, p, y
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 4))
-def _cross_entropy(x, labels, axes, where, smoothing):
+# `types` (static): the inputs' JAX types, for handing cotangents back in them.
+@partial(jax.custom_vjp, nondiff_argnums=(2, 4, 5))
+def _cross_entropy(x, labels, axes, where, smoothing, types):
     log_p, _, y = _log_probs_and_labels(x, labels, axes, where, smoothing)
     loss = jnp.sum(jnp.where(y == 0, 0, -y * log_p), axes)  # (1)
     return loss.astype(x.dtype)
 
 
-def _cross_entropy_fwd(x, labels, axes, where, smoothing):
+def _cross_entropy_fwd(x, labels, axes, where, smoothing, types):
     # With symbolic_zeros, array arguments arrive as CustomVJPPrimal(value, perturbed).
     x, where = x.value, _value(where)
     log_p, p, y = _log_probs_and_labels(x, labels.value, axes, where, smoothing)
@@ -101,7 +102,7 @@ def _cross_entropy_fwd(x, labels, axes, where, smoothing):
     return loss.astype(x.dtype), (grad.astype(x.dtype), kept_log_p)
 
 
-def _cross_entropy_bwd(axes, smoothing, res, l_bar):
+def _cross_entropy_bwd(axes, smoothing, types, res, l_bar):
     grad, log_p = res
     if isinstance(l_bar, SymbolicZero):
         return None, None, None
@@ -112,8 +113,8 @@ def _cross_entropy_bwd(axes, smoothing, res, l_bar):
         # Where log p = -inf (excluded entries, -inf logits) the label is held at 0.
         log_pf = _numerics.upcast(log_p)
         log_pf = jnp.where(jnp.isneginf(log_pf), 0, log_pf)
-        labels_bar = (-(1 - smoothing) * g * log_pf).astype(log_p.dtype)  # (3)
-    return x_bar.astype(grad.dtype), labels_bar, None
+        labels_bar = _numerics.fit(-(1 - smoothing) * g * log_pf, types[1])  # (3)
+    return _numerics.fit(x_bar, types[0]), labels_bar, None
 
 
 _cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd, symbolic_zeros=True)
@@ -125,7 +126,7 @@ def _cross_entropy_primal(logits, labels, axis=-1, where=None, label_smoothing=0
     args = _validate.cross_entropy_args(
         fn, logits, labels, axis, where, label_smoothing
     )
-    return _cross_entropy.fun(*args)
+    return _cross_entropy.fun(*args, None)
 
 
 # Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
@@ -252,7 +253,7 @@ def softmax_cross_entropy_jvp(logits, labels, axis=-1, where=None, label_smoothi
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 4))
 def _cross_entropy_jvp(x, labels, axes, where, smoothing):
-    return _cross_entropy.fun(x, labels, axes, where, smoothing)
+    return _cross_entropy.fun(x, labels, axes, where, smoothing, None)
 
 
 @_cross_entropy_jvp.defjvp

@@ -3,7 +3,6 @@
 Derivation: docs/linear.md.
 """
 
-import math
 from functools import partial
 
 import jax
@@ -50,37 +49,42 @@ def linear(x, weight, bias=None):
              [3., 4., 5., 6.]], dtype=float32)
     """
     x, weight, bias = _validate.linear_args("linear", x, weight, bias)
-    return _linear(bias is not None, x, weight, bias)
+    return _linear(_numerics.types_of(x, weight, bias), x, weight, bias)
 
 
-# `has_bias` is static so that the backward rule can return `None` for a missing bias.
+# `types` (static) holds the inputs' JAX types, so that the backward rule can hand
+# each cotangent back in its primal's exact type, and `None` for a missing bias.
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _linear(has_bias, x, w, b):
+def _linear(types, x, w, b):
     acc = _numerics.accum_dtype(x.dtype)
     y = jnp.matmul(x, w, preferred_element_type=acc)
-    if has_bias:
+    if b is not None:
         y = y + jnp.broadcast_to(b.astype(acc), y.shape)  # (1)
     return y.astype(x.dtype)
 
 
-def _linear_fwd(has_bias, x, w, b):
-    return _linear(has_bias, x, w, b), (x, w)
+def _linear_fwd(types, x, w, b):
+    return _linear(types, x, w, b), (x, w)
 
 
-def _linear_bwd(has_bias, res, y_bar):
+def _linear_bwd(types, res, y_bar):
     x, w = res
+    x_type, w_type, b_type = types
     acc = _numerics.accum_dtype(x.dtype)
     g = y_bar
     x_bar = jnp.matmul(g, w.T, preferred_element_type=acc)  # (2)
 
-    # Flatten every batch axis into one of size N, so (3) and (4) are single sums.
-    n = math.prod(x.shape[:-1])
-    x2, g2 = x.reshape(n, x.shape[-1]), g.reshape(n, g.shape[-1])
-    w_bar = jnp.matmul(x2.T, g2, preferred_element_type=acc)  # (3)
+    # Sum over every batch axis at once. Under an Explicit mesh a sum over a sharded
+    # batch axis must name its result's layout: the weight's.
+    layout = _numerics.explicit_spec(w_type)
+    w_bar = jnp.einsum(
+        "...i,...o->io", x, g, preferred_element_type=acc, out_sharding=layout
+    )  # (3)
     b_bar = None
-    if has_bias:
-        b_bar = jnp.sum(g2, axis=0, dtype=acc).astype(g.dtype)  # (4)
-    return x_bar.astype(x.dtype), w_bar.astype(w.dtype), b_bar
+    if b_type is not None:
+        batch = tuple(range(g.ndim - 1))
+        b_bar = _numerics.fit(jnp.sum(g, axis=batch, dtype=acc), b_type)  # (4)
+    return _numerics.fit(x_bar, x_type), _numerics.fit(w_bar, w_type), b_bar
 
 
 _linear.defvjp(_linear_fwd, _linear_bwd)
@@ -89,7 +93,7 @@ _linear.defvjp(_linear_fwd, _linear_bwd)
 def _linear_primal(x, weight, bias=None):
     """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
     x, weight, bias = _validate.linear_args("linear", x, weight, bias)
-    return _linear.fun(bias is not None, x, weight, bias)
+    return _linear.fun(None, x, weight, bias)
 
 
 # Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
@@ -108,23 +112,23 @@ def linear_jvp(x, weight, bias=None):
       reverse rules (2)-(4) are its transpose.
     """
     x, weight, bias = _validate.linear_args("jvp.linear", x, weight, bias)
-    return _linear_jvp(bias is not None, x, weight, bias)
+    return _linear_jvp(x, weight, bias)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _linear_jvp(has_bias, x, w, b):
-    return _linear.fun(has_bias, x, w, b)
+@jax.custom_jvp
+def _linear_jvp(x, w, b):
+    return _linear.fun(None, x, w, b)
 
 
 @_linear_jvp.defjvp
-def _linear_jvp_rule(has_bias, primals, tangents):
+def _linear_jvp_rule(primals, tangents):
     (x, w, b), (x_dot, w_dot, b_dot) = primals, tangents
     acc = _numerics.accum_dtype(x.dtype)
     y_dot = jnp.matmul(x_dot, w, preferred_element_type=acc)
     y_dot = y_dot + jnp.matmul(x, w_dot, preferred_element_type=acc)
-    if has_bias:
+    if b is not None:
         y_dot = y_dot + jnp.broadcast_to(b_dot.astype(acc), y_dot.shape)  # (5)
-    return _linear_jvp(has_bias, x, w, b), y_dot.astype(x.dtype)
+    return _linear_jvp(x, w, b), y_dot.astype(x.dtype)
 
 
 linear_jvp.fun = _linear_primal

@@ -3,6 +3,8 @@
 Derivation: docs/mse.md.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -42,24 +44,26 @@ def mse(predictions, targets):
       Array(2.5, dtype=float32)
     """
     predictions, targets = _validate.mse_args("mse", predictions, targets)
-    return _mse(predictions, targets)
+    return _mse(_numerics.types_of(predictions, targets), predictions, targets)
 
 
-@jax.custom_vjp
-def _mse(y_hat, y):
+# `types` (static): the inputs' JAX types, for handing cotangents back in them.
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _mse(types, y_hat, y):
     d = _numerics.upcast(y_hat - y)
     return (jnp.sum(d * d) / d.size).astype(y_hat.dtype)  # (1)
 
 
-def _mse_fwd(y_hat, y):
-    return _mse(y_hat, y), y_hat - y
+def _mse_fwd(types, y_hat, y):
+    return _mse(types, y_hat, y), y_hat - y
 
 
-def _mse_bwd(res, l_bar):
+def _mse_bwd(types, res, l_bar):
     d = res
     df = _numerics.upcast(d)
-    y_hat_bar = ((2 / d.size) * df * l_bar.astype(df.dtype)).astype(d.dtype)  # (2)
-    return y_hat_bar, -y_hat_bar  # (3)
+    y_hat_bar = (2 / d.size) * df * jnp.asarray(l_bar, df.dtype)  # (2)
+    y_bar = -y_hat_bar  # (3)
+    return _numerics.fit(y_hat_bar, types[0]), _numerics.fit(y_bar, types[1])
 
 
 _mse.defvjp(_mse_fwd, _mse_bwd)
@@ -67,7 +71,7 @@ _mse.defvjp(_mse_fwd, _mse_bwd)
 
 def _mse_primal(predictions, targets):
     """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
-    return _mse.fun(*_validate.mse_args("mse", predictions, targets))
+    return _mse.fun(None, *_validate.mse_args("mse", predictions, targets))
 
 
 # Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
@@ -91,7 +95,7 @@ def mse_jvp(predictions, targets):
 
 @jax.custom_jvp
 def _mse_jvp(y_hat, y):
-    return _mse.fun(y_hat, y)
+    return _mse.fun(None, y_hat, y)
 
 
 @_mse_jvp.defjvp

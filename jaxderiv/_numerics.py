@@ -1,5 +1,6 @@
 """Numerics shared by the ops: where to accumulate, and the max-shifted exponentials."""
 
+import jax
 import jax.numpy as jnp
 
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -46,3 +47,47 @@ def shifted_exp(x, axes, where):
     e = jnp.exp(z)
     s = jnp.sum(e, axes, keepdims=True)
     return z, e, s
+
+
+def types_of(*arrays):
+    """The JAX types (`jax.typeof`) of `arrays`, `None` kept: static, hashable.
+
+    A backward rule gets these as a static argument, so that it can hand back each
+    cotangent in its primal's exact type with `fit`.
+    """
+    return tuple(None if a is None else jax.typeof(a) for a in arrays)
+
+
+def _varying(aval) -> frozenset:
+    """The shard_map axes along which values of type `aval` differ per device."""
+    manual = getattr(aval, "mat", None)  # jax >= 0.9; earlier releases call it vma
+    return frozenset(getattr(manual, "varying", None) or getattr(aval, "vma", ()))
+
+
+def explicit_spec(aval):
+    """`aval`'s PartitionSpec when its mesh has Explicit axes, else `None`."""
+    sharding = getattr(aval, "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    types = getattr(mesh, "axis_types", ())
+    if any(t == jax.sharding.AxisType.Explicit for t in types):
+        return sharding.spec
+    return None
+
+
+def fit(ct, aval):
+    """Cotangent `ct` in the exact type of its primal `aval`, as custom_vjp demands.
+
+    Beyond the dtype, two things can differ under sharding. Inside `shard_map` a
+    cotangent computed from per-device data varies across devices while a
+    replicated primal (a weight, say) does not: the cotangent is then the sum over
+    devices, a `psum`. Under an Explicit mesh the cotangent is resharded to the
+    primal's layout.
+    """
+    ct = ct.astype(aval.dtype)
+    extra = _varying(jax.typeof(ct)) - _varying(aval)
+    if extra:
+        ct = jax.lax.psum(ct, tuple(sorted(extra)))
+    spec = explicit_spec(aval)
+    if spec is not None and jax.typeof(ct).sharding.spec != spec:
+        ct = jax.sharding.reshard(ct, spec)
+    return ct

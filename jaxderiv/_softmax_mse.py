@@ -41,8 +41,9 @@ def softmax_mse(logits, targets, axis=-1, where=None):
            `2 d / N` pushed through the softmax rule in the same pass, without
            forming `p` and `d` as separate residuals or the Jacobian;
       (3)  `t_bar = -(2 g / N) d`.
-      Residuals: `q = p * (d - sum(d * p, axis))` only, in the logits' dtype, plus
-      `d` when the targets are being differentiated.
+      Residuals: `q = p * (d - sum(d * p, axis))` only (in float32 for half-type
+      logits, where this product of small numbers would underflow), plus `d` when
+      the targets are being differentiated.
 
     Example:
       >>> import jax.numpy as jnp, jaxderiv
@@ -50,7 +51,7 @@ def softmax_mse(logits, targets, axis=-1, where=None):
       Array(0.0625, dtype=float32)
     """
     args = _validate.softmax_mse_args("softmax_mse", logits, targets, axis, where)
-    return _softmax_mse(*args)
+    return _softmax_mse(*args, _numerics.types_of(*args[:2]))
 
 
 def _probs_and_diff(x, t, axes, where):
@@ -60,32 +61,35 @@ def _probs_and_diff(x, t, axes, where):
     return p, p - _numerics.upcast(t)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _softmax_mse(x, t, axes, where):
+# `types` (static): the inputs' JAX types, for handing cotangents back in them.
+@partial(jax.custom_vjp, nondiff_argnums=(2, 4))
+def _softmax_mse(x, t, axes, where, types):
     _, d = _probs_and_diff(x, t, axes, where)
     return (jnp.sum(d * d) / d.size).astype(x.dtype)  # (1)
 
 
-def _softmax_mse_fwd(x, t, axes, where):
+def _softmax_mse_fwd(x, t, axes, where, types):
     # With symbolic_zeros, array arguments arrive as CustomVJPPrimal(value, perturbed).
     p, d = _probs_and_diff(
         x.value, t.value, axes, None if where is None else where.value
     )
     loss = (jnp.sum(d * d) / d.size).astype(x.value.dtype)
     q = p * (d - jnp.sum(d * p, axes, keepdims=True))  # p * (d - <d, p>) in (2)
+    # q is a product of two small numbers (about 1/C^2 on a row of C entries): kept in
+    # the accumulation dtype, since in float16 it would underflow on long rows.
     kept_d = d.astype(x.value.dtype) if t.perturbed else None
-    return loss, (q.astype(x.value.dtype), kept_d)
+    return loss, (q, kept_d)
 
 
-def _softmax_mse_bwd(axes, res, l_bar):
+def _softmax_mse_bwd(axes, types, res, l_bar):
     q, d = res
     if isinstance(l_bar, SymbolicZero):
         return None, None, None
     scale = 2 * _numerics.upcast(l_bar) / q.size
-    x_bar = (scale * _numerics.upcast(q)).astype(q.dtype)  # (2)
+    x_bar = _numerics.fit(scale * _numerics.upcast(q), types[0])  # (2)
     t_bar = None
     if d is not None:
-        t_bar = (-scale * _numerics.upcast(d)).astype(d.dtype)  # (3)
+        t_bar = _numerics.fit(-scale * _numerics.upcast(d), types[1])  # (3)
     return x_bar, t_bar, None
 
 
@@ -95,7 +99,7 @@ _softmax_mse.defvjp(_softmax_mse_fwd, _softmax_mse_bwd, symbolic_zeros=True)
 def _softmax_mse_primal(logits, targets, axis=-1, where=None):
     """The undecorated forward pass: what JAX's autodiff of (1) would differentiate."""
     args = _validate.softmax_mse_args("softmax_mse", logits, targets, axis, where)
-    return _softmax_mse.fun(*args)
+    return _softmax_mse.fun(*args, None)
 
 
 # Like a custom_vjp object, the op keeps its primal as `.fun` (used by check_rule).
@@ -118,7 +122,7 @@ def softmax_mse_jvp(logits, targets, axis=-1, where=None):
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _softmax_mse_jvp(x, t, axes, where):
-    return _softmax_mse.fun(x, t, axes, where)
+    return _softmax_mse.fun(x, t, axes, where, None)
 
 
 @_softmax_mse_jvp.defjvp

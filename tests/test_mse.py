@@ -96,7 +96,7 @@ def test_mse_rule_matches_finite_differences(key, shape):
 
 def test_mse_saves_only_the_difference(key):
     y_hat, y, _ = _inputs(key, (3, 4))
-    _, res = _mse_fwd(y_hat, y)
+    _, res = _mse_fwd(None, y_hat, y)
     leaves = jax.tree_util.tree_leaves(res)
     assert len(leaves) == 1
     np.testing.assert_allclose(leaves[0], y_hat - y, **tol(y.dtype))

@@ -232,3 +232,80 @@ def test_ops_sharded_over_batch_match_unsharded(key, case):
     np.testing.assert_allclose(
         jax.jit(case.ours)(*sharded), case.ours(*args), **tol(F64)
     )
+
+
+def _explicit_mesh():
+    return jax.make_mesh((4,), ("batch",), axis_types=(jax.sharding.AxisType.Explicit,))
+
+
+def _batch_specs(args):
+    """Shard the arguments that share the first one's leading size; replicate others."""
+    lead = args[0].shape[0]
+    return tuple(
+        PartitionSpec("batch") if a.ndim and a.shape[0] == lead else PartitionSpec()
+        for a in args
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_ops_under_explicit_mesh_match_unsharded(key, case):
+    # Regression: under jax.make_mesh's Explicit axes, linear's weight gradient (a
+    # sum over the sharded batch) needed an output layout, and mse's replicated
+    # targets got a cotangent laid out like the sharded predictions.
+    args = case.make_args(key, F64)
+    mesh = _explicit_mesh()
+    loss = jax.value_and_grad(scalarize(case.ours), case.argnums)
+    expected = loss(*args)
+    with jax.set_mesh(mesh):
+        # The first argument sharded over the batch, every other one replicated.
+        specs = [PartitionSpec("batch")] + [PartitionSpec()] * (len(args) - 1)
+        sharded = [
+            jax.device_put(a, NamedSharding(mesh, spec))
+            for a, spec in zip(args, specs, strict=True)
+        ]
+        value, grads = jax.jit(loss)(*sharded)
+    np.testing.assert_allclose(value, expected[0], **tol(F64))
+    _assert_trees_close(grads, expected[1])
+
+
+# A case that closes over its labels cannot shard them with the batch.
+SHARDABLE = [case for case in CASES if "integer" not in case.name]
+
+
+@pytest.mark.parametrize("case", SHARDABLE, ids=[c.name for c in SHARDABLE])
+def test_ops_gradients_inside_shard_map_match_plain_jax(key, case):
+    # Regression: inside shard_map a replicated argument's cotangent must be summed
+    # over the devices (psum), as JAX's own autodiff does; the rule returned the
+    # per-device part, which custom_vjp rejected.
+    args = case.make_args(key, F64)
+    mesh = Mesh(np.array(jax.devices()[:4]), ("batch",))
+    specs = _batch_specs(args)
+    grad_specs = tuple(specs[i] for i in case.argnums)
+
+    def per_device(fun):
+        body = jax.grad(scalarize(fun), case.argnums)
+        return jax.jit(
+            jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=grad_specs)
+        )
+
+    _assert_trees_close(per_device(case.ours)(*args), per_device(case.oracle)(*args))
+
+
+def test_mse_replicated_targets_inside_shard_map_get_summed_cotangent(key):
+    predictions = jax.random.normal(key, (4, 3))
+    targets = jax.random.normal(jax.random.fold_in(key, 1), (1, 3))
+    mesh = Mesh(np.array(jax.devices()[:4]), ("batch",))
+    specs = (PartitionSpec("batch"), PartitionSpec())
+
+    def per_device(mse):
+        body = jax.grad(mse, (0, 1))
+        return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=specs)(
+            predictions, targets
+        )
+
+    ours = per_device(jaxderiv.mse)
+    _assert_trees_close(ours, per_device(oracles.mse))
+    # The targets' cotangent is the sum of the four devices' -2/N (y_hat - y).
+    np.testing.assert_allclose(
+        ours[1], -2 / 3 * jnp.sum(predictions - targets, 0, keepdims=True), **tol(F64)
+    )
