@@ -127,7 +127,9 @@ def _softmax_jvp_rule(axes, primals, tangents):
     pf, tf = _numerics.upcast(p), _numerics.upcast(x_dot)
     tf = jnp.where(pf == 0, 0, tf)  # as in the backward rule: p = 0 entries add 0
     inner = jnp.sum(pf * tf, axes, keepdims=True)
-    p_dot = pf * (tf - inner)  # (3)
+    # Selecting on the output too: JAX transposes this rule for reverse mode, and the
+    # select's transpose drops a NaN cotangent at p = 0 before it can reach `inner`.
+    p_dot = jnp.where(pf == 0, 0, pf * (tf - inner))  # (3)
     return p, p_dot.astype(p.dtype)
 
 

@@ -52,14 +52,36 @@ def as_real_array(fn: str, name: str, value) -> jax.Array:
             f"jaxderiv.{fn}: `{name}` must be an array or a real scalar, but got "
             f"{describe(value)}."
         )
-    dtype = jnp.result_type(value)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not _is_real_numeric(dtype):
+        kind = "complex" if jnp.issubdtype(dtype, jnp.complexfloating) else "a"
         raise TypeError(
-            f"jaxderiv.{fn}: `{name}` has complex dtype {jnp.dtype(dtype).name}; "
-            "only real floating, integer and boolean inputs are supported. "
-            "Pass the real part, or split real and imaginary parts yourself."
+            f"jaxderiv.{fn}: `{name}` has {kind} dtype {dtype}; only real floating, "
+            "integer and boolean inputs are supported."
+            + (
+                " Pass the real part, or split real and imaginary parts yourself."
+                if kind == "complex"
+                else ""
+            )
         )
     return jnp.asarray(value)
+
+
+def _is_real_numeric(dtype) -> bool:
+    """True for bool, integer and real floating dtypes (bfloat16 included)."""
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:  # a PRNG key or other extended dtype
+        return False
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+        return False
+    if dtype == jax.dtypes.float0:
+        return False
+    return bool(
+        jnp.issubdtype(dtype, jnp.floating)
+        or jnp.issubdtype(dtype, jnp.integer)
+        or jnp.issubdtype(dtype, jnp.bool_)
+    )
 
 
 def as_float_array(fn: str, name: str, value) -> jax.Array:
@@ -84,38 +106,45 @@ def common_float_dtype(fn: str, **arrays) -> jnp.dtype:
         listing = ", ".join(
             f"`{k}` is {jnp.dtype(v.dtype).name}" for k, v in present.items()
         )
+        first, *others = present
         raise TypeError(
             f"jaxderiv.{fn}: the inputs have dtypes that JAX will not promote "
             f"implicitly here ({listing}). Cast them to one dtype first, for example "
-            f"`x.astype(jnp.float32)`. JAX said: {err}"
+            f"`{others[0]}.astype({first}.dtype)`. JAX said: {err}"
         ) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = default_float()
     return jnp.dtype(dtype)
 
 
-def normalize_axis(fn: str, axis, x: jax.Array, name: str = "x") -> tuple[int, ...]:
+def normalize_axis(
+    fn: str, axis, x: jax.Array, name: str = "x", single: bool = False
+) -> tuple[int, ...]:
     """Return `axis` as a sorted tuple of non-negative ints, or raise.
 
-    `axis` may be an int, a tuple or list of ints, or `None` for every axis.
+    `axis` may be an int, a tuple or list of ints, or `None` for every axis; with
+    `single=True` only one axis, as an int, a 1-tuple or a 1-list.
     """
     ndim = x.ndim
-    if axis is None:
+    expected = "an integer" if single else "an integer or a tuple of integers"
+    if axis is None and not single:
         return tuple(range(ndim))
     items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if single and len(items) != 1:
+        raise ValueError(
+            f"jaxderiv.{fn}: `axis` must name exactly one axis, but got {axis!r} "
+            f"for `{name}` with {describe(x)}. To normalise over several axes, "
+            "reshape them into one first."
+        )
     out = []
     for item in items:
-        if isinstance(item, bool):
-            raise TypeError(
-                f"jaxderiv.{fn}: `axis` must be an integer or a tuple of integers, "
-                f"but got {axis!r}."
-            )
         try:
+            if isinstance(item, bool):
+                raise TypeError
             index = operator.index(item)
         except TypeError:
             raise TypeError(
-                f"jaxderiv.{fn}: `axis` must be an integer or a tuple of integers, "
-                f"but got {axis!r}."
+                f"jaxderiv.{fn}: `axis` must be {expected}, but got {axis!r}."
             ) from None
         if not -ndim <= index < ndim:
             hint = (
@@ -290,12 +319,7 @@ def integer_labels_args(fn: str, logits, labels, axis, where, label_smoothing):
             f"{describe(labels)}. For probability (or one-hot) labels of `logits`' "
             "shape, use `jaxderiv.softmax_cross_entropy`."
         )
-    axes = normalize_axis(fn, axis, logits, "logits")
-    if len(axes) != 1:
-        raise ValueError(
-            f"jaxderiv.{fn}: `axis` must name one axis (the classes), but got {axis!r}."
-        )
-    (ax,) = axes
+    (ax,) = normalize_axis(fn, axis, logits, "logits", single=True)
     expected = logits.shape[:ax] + logits.shape[ax + 1 :]
     if labels.shape != expected:
         raise ValueError(

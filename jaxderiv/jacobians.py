@@ -152,8 +152,8 @@ def softmax_cross_entropy(logits, labels, axis=-1):
       TypeError, ValueError: as `jaxderiv.softmax_cross_entropy`.
     """
     fn = "jacobians.softmax_cross_entropy"
-    x, y, axes, _, _ = _validate.cross_entropy_args(fn, logits, labels, axis, None, 0.0)
-    _single_axis(fn, axis, axes, x)
+    x, y, _, _, _ = _validate.cross_entropy_args(fn, logits, labels, axis, None, 0.0)
+    axes = _validate.normalize_axis(fn, axis, x, "logits", single=True)
     log_p = _log_softmax_op(x, axes)
     return jnp.sum(y, axes, keepdims=True) * jnp.exp(log_p) - y, -log_p
 
@@ -203,8 +203,8 @@ def softmax_mse(logits, targets, axis=-1):
       TypeError, ValueError: as `jaxderiv.softmax_mse`.
     """
     fn = "jacobians.softmax_mse"
-    x, t, axes, _ = _validate.softmax_mse_args(fn, logits, targets, axis, None)
-    _single_axis(fn, axis, axes, x)
+    x, t, _, _ = _validate.softmax_mse_args(fn, logits, targets, axis, None)
+    axes = _validate.normalize_axis(fn, axis, x, "logits", single=True)
     ax = axes[0]
     p = jnp.moveaxis(_softmax_op(x, ax), ax, -1)
     d = p - jnp.moveaxis(t, ax, -1)
@@ -214,18 +214,8 @@ def softmax_mse(logits, targets, axis=-1):
     return jnp.moveaxis(d_x, -1, ax), jnp.moveaxis(-(2 / d.size) * d, -1, ax)
 
 
-def _single_axis(fn, axis, axes, x):
-    if len(axes) != 1:
-        raise ValueError(
-            f"jaxderiv.{fn}: `axis` must name exactly one axis, but got "
-            f"{axis!r} for `x` with {_validate.describe(x)}. For a softmax over "
-            "several axes, reshape them into one first."
-        )
-
-
 def _row_probabilities(fn, x, axis):
     """`softmax(x, axis)` with `axis` moved last, after checking it is one axis."""
     x = _validate.as_float_array(fn, "x", x)
-    axes = _validate.normalize_axis(fn, axis, x)
-    _single_axis(fn, axis, axes, x)
+    axes = _validate.normalize_axis(fn, axis, x, single=True)
     return jnp.moveaxis(_softmax_op(x, axes[0]), axes[0], -1)
