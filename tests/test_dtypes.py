@@ -140,3 +140,28 @@ def test_mse_half_sum_over_many_elements_matches_float64(key, dtype):
         jnp.mean((y_hat.astype(F64) - y.astype(F64)) ** 2),
         **tol(dtype),
     )
+
+
+# Arrays that are not real numbers are refused by name, not deep inside JAX.
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array(["a"]),
+        np.array([object()]),
+        np.array(["2020-01-01"], dtype="datetime64[D]"),
+        np.zeros(2, dtype=jax.dtypes.float0),
+    ],
+    ids=["str", "object", "datetime", "float0"],
+)
+def test_ops_refuse_non_numeric_arrays_by_name(bad):
+    with pytest.raises(
+        TypeError, match=r"jaxderiv.relu: `x` has a dtype .*; only real"
+    ):
+        jaxderiv.relu(bad)
+
+
+def test_ops_refuse_prng_keys_by_name():
+    with pytest.raises(TypeError, match=r"jaxderiv.softmax: `x` has a dtype key<"):
+        jaxderiv.softmax(jax.random.key(0)[None])

@@ -316,3 +316,25 @@ def test_softmax_explicit_jacobian_rejects_several_axes():
         ValueError, match=r"`axis` must name exactly one axis, but got \(0, 1\)"
     ):
         jaxderiv.jacobians.softmax(jnp.ones((2, 3)), axis=(0, 1))
+
+
+@pytest.mark.parametrize("how", ["where", "minus-inf"])
+@pytest.mark.parametrize(
+    "op", [jaxderiv.softmax, jaxderiv.jvp.softmax], ids=["op", "twin"]
+)
+def test_softmax_masked_log_gradient_is_finite_for_op_and_twin(op, how):
+    # Regression: the twin's reverse mode (JAX's transpose of its JVP rule) let the
+    # 0/0 cotangent of a masked log reach the row through p * (...).
+    mask = jnp.array([False, True, True])
+    x = jnp.array([0.0, 1.0, 2.0])
+    if how == "minus-inf":
+        x = x.at[0].set(-jnp.inf)
+
+    def loss(x):
+        p = op(x, where=mask) if how == "where" else op(x)
+        return jnp.sum(jnp.where(mask, jnp.log(p), 0.0))
+
+    # Over the two kept entries this is log_softmax summed: d/dx = e_i - 2 p.
+    p = jax.nn.softmax(jnp.array([1.0, 2.0]))
+    expected = jnp.concatenate([jnp.zeros(1), 1.0 - 2 * p])
+    np.testing.assert_allclose(jax.grad(loss)(x), expected, **tol(x.dtype))
