@@ -195,18 +195,36 @@ def _one_hot_rows(x, labels, axis, where, smoothing):
     return log_p, p, jnp.where(valid, y, 0)
 
 
+def _integer_loss_and_grad(x, labels, axis, where, smoothing):
+    """Each row's loss (1) and `p - y` of (2), in the accumulation dtype."""
+    if where is None and not smoothing:
+        # The common case in the fewest passes: no float one-hot rows, and the
+        # label's log-probability read off with one gather per row.
+        z, e, s = _numerics.shifted_exp(x, (axis,), None)
+        n_classes = x.shape[axis]
+        valid = (labels >= 0) & (labels < n_classes)
+        at = jnp.expand_dims(jnp.clip(labels, 0, n_classes - 1), axis)
+        z_label = jnp.take_along_axis(z, at, axis)
+        log_p_label = jnp.where(s == 0, -jnp.inf, z_label - jnp.log(s))
+        loss = jnp.where(valid, -jnp.squeeze(log_p_label, axis), 0)  # (1)
+        hit = jax.lax.broadcasted_iota(labels.dtype, x.shape, axis) == at
+        p = e / jnp.where(s == 0, 1, s)
+        grad = jnp.where(hit, p - 1, p)
+        return loss, jnp.where(jnp.expand_dims(valid, axis), grad, 0)  # p - y in (2)
+    log_p, p, y = _one_hot_rows(x, labels, axis, where, smoothing)
+    loss = jnp.sum(jnp.where(y == 0, 0, -y * log_p), axis)  # (1)
+    # sum(y) is 1 on a kept row and 0 on an ignored one.
+    return loss, jnp.sum(y, axis, keepdims=True) * p - y  # p - y in (2)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(2, 4))
 def _integer_cross_entropy(x, labels, axis, where, smoothing):
-    log_p, _, y = _one_hot_rows(x, labels, axis, where, smoothing)
-    loss = jnp.sum(jnp.where(y == 0, 0, -y * log_p), axis)  # (1)
+    loss, _ = _integer_loss_and_grad(x, labels, axis, where, smoothing)
     return loss.astype(x.dtype)
 
 
 def _integer_cross_entropy_fwd(x, labels, axis, where, smoothing):
-    log_p, p, y = _one_hot_rows(x, labels, axis, where, smoothing)
-    loss = jnp.sum(jnp.where(y == 0, 0, -y * log_p), axis)
-    # sum(y) is 1 on a kept row and 0 on an ignored one.
-    grad = jnp.sum(y, axis, keepdims=True) * p - y  # p - y in (2)
+    loss, grad = _integer_loss_and_grad(x, labels, axis, where, smoothing)
     return loss.astype(x.dtype), grad.astype(x.dtype)
 
 

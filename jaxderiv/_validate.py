@@ -328,6 +328,11 @@ def integer_labels_args(fn: str, logits, labels, axis, where, label_smoothing):
             f"{_fmt_shape(labels.shape)} (`logits` has shape "
             f"{_fmt_shape(logits.shape)})."
         )
+    # Class indices are compared with an iota of the labels' dtype: widen a narrow
+    # one (int8, uint8, ...) so that it cannot wrap past its range and hit a class
+    # twice. (Values keep their meaning: -1 stays -1, 255 stays 255.)
+    if labels.dtype.itemsize < 4:
+        labels = labels.astype(jnp.int32)
     where = broadcast_mask(fn, where, logits, "logits")
     smoothing = label_smoothing_value(fn, label_smoothing)
     return logits, labels, ax, where, smoothing
