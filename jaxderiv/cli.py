@@ -8,16 +8,20 @@ This module and the examples are the only places in the package that print.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import pathlib
+import signal
 import sys
 import time
 
 import jax
+import numpy as np
 
 import jaxderiv
-from jaxderiv import _progress, data, mlp, train
+from jaxderiv import _progress, bench, checkpoint, data, mlp, train
 
 
 def _number(kind, accept, expected):
@@ -39,6 +43,8 @@ _positive_int = _number(int, lambda v: v > 0, "a positive integer")
 _nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+# jax.random keys take 32-bit seeds: a larger one would silently alias a smaller one.
+_seed = _number(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]")
 
 
 def format_epoch(metrics: dict) -> str:
@@ -61,23 +67,59 @@ def format_epoch(metrics: dict) -> str:
     )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except for flags off or unset by default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Given(argparse.Action):
+    """Store a flag's value and note its `dest` in `namespace.given`.
+
+    `--resume` uses it to tell a flag set on purpose from a default.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
+# The `train` flags that are settings of the run, by argparse `dest`, with the
+# `TrainConfig` field each one sets.
+_SETTINGS = {
+    "epochs": "epochs",
+    "hidden": "hidden",
+    "lr": "learning_rate",
+    "batch_size": "batch_size",
+    "weight_decay": "weight_decay",
+    "warmup_epochs": "warmup_epochs",
+    "seed": "seed",
+    "loss": "loss",
+}
+
+
 def _add_train(commands) -> None:
     defaults = train.TrainConfig()
     parser = commands.add_parser(
         "train",
-        help="train an MLP on the handwritten digits",
+        help="train an MLP on the handwritten digits or MNIST-format data",
         description=(
             "Train a linear -> relu -> linear -> softmax network, built only from "
-            "jaxderiv's ops, with AdamW on scikit-learn's handwritten digits (a "
-            "fixed, stratified 80/20 split), minimising the mean squared error of "
-            "the probabilities against one-hot labels. Prints one line per epoch."
+            "jaxderiv's ops, with AdamW, by default on scikit-learn's handwritten "
+            "digits (a fixed, stratified 80/20 split), minimising the mean squared "
+            "error of the probabilities against one-hot labels. Prints one line per "
+            "epoch, or draws a progress bar when run in a terminal."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--epochs",
         type=_positive_int,
         default=defaults.epochs,
+        action=_Given,
         help="passes over the training set",
     )
     parser.add_argument(
@@ -85,6 +127,7 @@ def _add_train(commands) -> None:
         type=_positive_int,
         nargs="+",
         default=list(defaults.hidden),
+        action=_Given,
         metavar="WIDTH",
         help="width of each hidden layer; give several for a deeper network",
     )
@@ -92,37 +135,89 @@ def _add_train(commands) -> None:
         "--lr",
         type=_positive_float,
         default=defaults.learning_rate,
+        action=_Given,
         help="peak learning rate (linear warmup, then cosine decay to 0)",
     )
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
         default=defaults.batch_size,
+        action=_Given,
         help="examples per step; each epoch drops the remainder of its shuffle",
     )
     parser.add_argument(
         "--weight-decay",
         type=_nonnegative_float,
         default=defaults.weight_decay,
+        action=_Given,
         help="decoupled (AdamW) weight decay",
     )
     parser.add_argument(
         "--warmup-epochs",
         type=_nonnegative_int,
         default=defaults.warmup_epochs,
+        action=_Given,
         help="epochs of linear learning-rate warmup",
     )
     parser.add_argument(
         "--seed",
-        type=_nonnegative_int,
+        type=_seed,
         default=defaults.seed,
+        action=_Given,
         help="fixes the initial parameters and every shuffle",
     )
     parser.add_argument(
         "--loss",
         choices=mlp.LOSSES,
         default=defaults.loss,
+        action=_Given,
         help="mse of the softmax output against one-hot labels, or cross-entropy",
+    )
+    parser.add_argument(
+        "--data",
+        default="digits",
+        action=_Given,
+        metavar="PATH",
+        help=(
+            "`digits`, a folder holding MNIST's four IDX files (train-images-idx3-"
+            "ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-"
+            "idx1-ubyte, each optionally .gz), or an .npz file with x_train, "
+            "y_train, x_test and y_test"
+        ),
+    )
+    parser.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help=(
+            "train data-parallel on the first N devices, each minibatch split "
+            "evenly between them; on CPU, N host devices are made if JAX has not "
+            "started yet"
+        ),
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help=(
+            "write checkpoint.npz, metrics.jsonl and curves.png into DIR (created "
+            "if missing; refused if it already holds a checkpoint)"
+        ),
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        help=(
+            "continue the run whose checkpoint is in DIR, with its settings and "
+            "data, writing back into DIR"
+        ),
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="with --out or --resume, save a checkpoint every K epochs and at the end",
     )
     parser.add_argument(
         "--json",
@@ -132,41 +227,298 @@ def _add_train(commands) -> None:
     parser.set_defaults(run=_run_train, parser=parser)
 
 
-def _run_train(args) -> int:
-    try:
-        dataset = data.load_digits()
-    except ImportError as err:
-        print(f"jaxderiv train: error: {err}", file=sys.stderr)
-        return 1
-    n_train = dataset.x_train.shape[0]
-    if args.batch_size > n_train:
+def _error(command: str, err: BaseException) -> int:
+    if isinstance(err, BrokenPipeError):
+        raise err  # the reader of stdout left: `main` stops quietly
+    print(f"jaxderiv {command}: error: {err}", file=sys.stderr)
+    return 1
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _resumed_settings(args, saved) -> train.TrainConfig:
+    """The checkpoint's settings, after refusing flags given with other values."""
+    settings = saved.meta["config"]
+    given = getattr(args, "given", frozenset())
+    conflicts = []
+    for dest, field in _SETTINGS.items():
+        value = getattr(args, dest)
+        value = list(value) if isinstance(value, (list, tuple)) else value
+        if dest in given and value != settings.get(field):
+            theirs = settings.get(field)
+            shown = " ".join(map(str, theirs)) if isinstance(theirs, list) else theirs
+            conflicts.append(f"{_flag(dest)} {shown}")
+    if "data" in given and _source(args.data) != saved.meta["data"].get("name"):
+        conflicts.append(f"--data {saved.meta['data'].get('name')}")
+    if conflicts:
         args.parser.error(
-            f"argument --batch-size: {args.batch_size} is larger than the "
-            f"{n_train} training examples"
+            f"argument --resume: the checkpoint in {args.resume} was trained with "
+            f"{', '.join(conflicts)}; a resumed run keeps every setting (the "
+            "learning-rate schedule spans all epochs), so drop the disagreeing "
+            "flags, or start a new run with --out"
+        )
+    try:
+        return train.TrainConfig(**settings)
+    except (TypeError, ValueError) as err:
+        args.parser.error(
+            f"argument --resume: the checkpoint in {args.resume} holds settings "
+            f"this version cannot use ({err})"
         )
 
-    config = train.TrainConfig(
-        epochs=args.epochs,
-        hidden=tuple(args.hidden),
-        learning_rate=args.lr,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        seed=args.seed,
-        loss=args.loss,
-    )
-    result = train.train(
-        dataset, config, on_epoch=lambda m: print(format_epoch(m), flush=True)
-    )
+
+def _source(text: str) -> str:
+    """A `--data` value as `Dataset.name` spells it: `digits` or an absolute path."""
+    return text if text == "digits" else str(pathlib.Path(text).resolve())
+
+
+def _request_cpu_devices(count: int) -> None:
+    """Have JAX make `count` CPU devices, if it has not started and was told nothing.
+
+    Harmless where JAX runs on accelerators: only the CPU backend is affected.
+    """
+    told = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if count <= 1 or told or jax.config.jax_num_cpu_devices != -1:
+        return
+    # Once JAX has started it refuses; `train` then reports the devices it has.
+    with contextlib.suppress(RuntimeError):
+        jax.config.update("jax_num_cpu_devices", count)
+
+
+def _run_train(args) -> int:
+    if args.resume is not None and args.out is not None:
+        if pathlib.Path(args.out).resolve() != pathlib.Path(args.resume).resolve():
+            args.parser.error(
+                "argument --out: --resume DIR writes back into DIR; drop --out"
+            )
+    out_dir = args.resume if args.resume is not None else args.out
+    if args.resume is not None:
+        try:
+            saved = checkpoint.load(args.resume)
+        except (OSError, ValueError) as err:
+            return _error("train", err)
+        config = _resumed_settings(args, saved)
+        source, done = saved.meta["data"]["name"], saved.epoch
+    else:
+        if out_dir is not None:
+            if (pathlib.Path(out_dir) / checkpoint.CHECKPOINT_FILE).exists():
+                args.parser.error(
+                    f"argument --out: {out_dir} already holds a checkpoint; continue "
+                    f"that run with --resume {out_dir}, or choose another folder"
+                )
+        warmup = args.warmup_epochs
+        if warmup > args.epochs:
+            if "warmup_epochs" in getattr(args, "given", ()):
+                args.parser.error(
+                    f"argument --warmup-epochs: {warmup} is more than the "
+                    f"{args.epochs} epochs of the run"
+                )
+            warmup = args.epochs  # the default warmup, shortened to a short run
+        config = train.TrainConfig(
+            epochs=args.epochs,
+            hidden=tuple(args.hidden),
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+            weight_decay=args.weight_decay,
+            warmup_epochs=warmup,
+            seed=args.seed,
+            loss=args.loss,
+        )
+        source, done = args.data, 0
+
+    _request_cpu_devices(args.devices)
+    try:
+        dataset = data.load(source)
+    except (ImportError, OSError, TypeError, ValueError) as err:
+        return _error("train", err)
+    n_train = dataset.x_train.shape[0]
+    if config.batch_size > n_train:
+        args.parser.error(
+            f"argument --batch-size: {config.batch_size} is larger than the "
+            f"{n_train} training examples"
+        )
+    if config.batch_size % args.devices:
+        args.parser.error(
+            f"argument --devices: the batch size {config.batch_size} does not split "
+            f"evenly over {args.devices} devices; pick a --batch-size that is a "
+            f"multiple of {args.devices}"
+        )
+
+    # Lines when the output is kept (a pipe, a file, CI); only a bar, which
+    # vanishes at the end, when a person watches both streams in a terminal.
+    lines = not (sys.stdout.isatty() and sys.stderr.isatty())
+    with _progress.progress(config.epochs - done, "training") as advance:
+
+        def on_epoch(metrics):
+            if lines:
+                print(format_epoch(metrics), flush=True)
+            advance(
+                f"epoch {metrics['epoch']}/{metrics['epochs']}  loss "
+                f"{metrics['train_loss']:.3e}  acc {metrics['test_accuracy']:.4f}"
+            )
+
+        try:
+            result = train.train(
+                dataset,
+                config,
+                devices=args.devices,
+                out_dir=out_dir,
+                resume=args.resume is not None,
+                checkpoint_every=args.checkpoint_every,
+                on_epoch=on_epoch,
+            )
+        except (OSError, ValueError) as err:
+            return _error("train", err)
+        except KeyboardInterrupt:
+            return _interrupted(out_dir)
 
     final = result.metrics
+    if out_dir is not None and len(result.history) == done:
+        print(f"the run in {out_dir} had already finished its {done} epochs")
+    elif out_dir is not None:
+        written = [checkpoint.CHECKPOINT_FILE, checkpoint.METRICS_FILE]
+        try:
+            checkpoint.save_plot(out_dir, result.history)
+            written.append(checkpoint.CURVES_FILE)
+        except ImportError as err:
+            print(f"jaxderiv train: note: no curves.png: {err}", file=sys.stderr)
+        print(f"wrote {', '.join(written)} in {out_dir}")
     print(
         f"test_accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs "
         f"in {final['train_seconds']:.2f} s ({final['backend']}, jax "
         f"{final['jax_version']})"
     )
+    diverged = not math.isfinite(final["train_loss"])
     if args.json:
-        print(json.dumps(final, sort_keys=True))
+        # Strict JSON has no NaN or Infinity: a non-finite number is written as null.
+        clean = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in final.items()
+        }
+        print(json.dumps(clean, sort_keys=True, allow_nan=False))
+    if diverged:
+        print(
+            f"jaxderiv train: error: the training loss is {final['train_loss']}: the "
+            "run diverged. Lower --lr (or raise --warmup-epochs) and run again.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _interrupted(out_dir) -> int:
+    """Say where an interrupted run stands and how to continue it; exit status 130."""
+    message = "jaxderiv train: interrupted"
+    if out_dir is not None:
+        try:
+            epoch = checkpoint.load(out_dir).epoch
+        except (OSError, ValueError):
+            message += f"; no checkpoint was saved in {out_dir} yet"
+        else:
+            message += (
+                f"; the checkpoint in {out_dir} holds epoch {epoch}: continue with "
+                f"`jaxderiv train --resume {out_dir}`"
+            )
+    print(message, file=sys.stderr)
+    return 130
+
+
+# Compiled once per process and input shape, however many times `predict` runs.
+_classify = jax.jit(mlp.predict)
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="classify images with a model that `jaxderiv train --out` saved",
+        description=(
+            "Load the parameters saved by `jaxderiv train --out DIR` and classify "
+            "the test images of a data set: by default the one the model was "
+            "trained on. Prints the first predictions, and the accuracy when the "
+            "data has labels."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--params",
+        required=True,
+        metavar="DIR",
+        help="the folder `jaxderiv train --out` wrote (or its checkpoint.npz)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help=(
+            "`digits`, a folder of MNIST IDX files (its t10k images, and labels if "
+            "present), an .npz file (its x_test, and y_test if present), or one IDX "
+            "images file; by default the data the model was trained on"
+        ),
+    )
+    parser.add_argument(
+        "--show",
+        type=_nonnegative_int,
+        default=12,
+        metavar="K",
+        help="print the first K predictions",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="end with one line holding every prediction as a JSON object",
+    )
+    parser.set_defaults(run=_run_predict, parser=parser)
+
+
+def _run_predict(args) -> int:
+    try:
+        params, meta = checkpoint.load_params(args.params)
+        source = meta["data"]["name"] if args.data is None else args.data
+        examples = data.load_examples(source)
+    except (ImportError, OSError, TypeError, ValueError) as err:
+        return _error("predict", err)
+    n_features, n_classes = meta["data"]["n_features"], meta["data"]["n_classes"]
+    if examples.n_features != n_features:
+        return _error(
+            "predict",
+            f"the model in {args.params} takes {n_features} features per image, but "
+            f"the images of {examples.name} have {examples.n_features}; classify "
+            "images shaped like those it was trained on",
+        )
+    if examples.y is not None and int(examples.y.max()) >= n_classes:
+        return _error(
+            "predict",
+            f"{examples.name} holds the label {int(examples.y.max())}, but the model "
+            f"in {args.params} knows only classes 0 to {n_classes - 1}",
+        )
+
+    predicted = np.asarray(_classify(params, examples.x))
+    sizes = [n_features, *meta["config"]["hidden"], n_classes]
+    history = meta["history"]
+    print(
+        f"model {args.params}: {' -> '.join(map(str, sizes))}, "
+        f"{meta['epoch']} epochs on {meta['data']['name']}"
+        + (f" (test_accuracy {history[-1]['test_accuracy']:.4f})" if history else "")
+    )
+    print(f"{len(predicted)} images from {examples.name}")
+    shown = slice(0, args.show)
+    if args.show:
+        if examples.y is not None:
+            print(f"labels       {' '.join(map(str, examples.y[shown]))}")
+        print(f"predictions  {' '.join(map(str, predicted[shown]))}")
+    report = {
+        "params": str(args.params),
+        "data": examples.name,
+        "count": len(predicted),
+        "predictions": predicted.tolist(),
+        "accuracy": None,
+    }
+    if examples.y is not None:
+        correct = int(np.sum(predicted == examples.y))
+        report["accuracy"] = correct / len(predicted)
+        print(f"accuracy {report['accuracy']:.4f} ({correct}/{len(predicted)})")
+    if args.json:
+        print(json.dumps(report))
     return 0
 
 
@@ -267,7 +619,7 @@ def _run_verify(args) -> int:
 
 
 # Every command's registration function, in the order `--help` lists them.
-_COMMANDS = (_add_train, _add_verify)
+_COMMANDS = (_add_train, _add_predict, _add_verify, bench.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,4 +668,4 @@ def main(argv=None) -> int:
         # The reader of stdout left early (`jaxderiv train | head`): stop quietly, and
         # point stdout at devnull so that flushing it at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return 128 + signal.SIGPIPE  # 141, as a process killed by SIGPIPE reports

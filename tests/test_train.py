@@ -1,7 +1,8 @@
-"""Training on the digits: data split, training loop, command line and example.
+"""Training on the digits: data split, training loop, devices, checkpoints, CLI.
 
 Every run here is tiny (a few epochs of a narrow network), so each test takes seconds;
-the accuracy of the default settings is measured by hand, not here.
+the accuracy of the default settings is measured by hand, not here. The conftest
+gives JAX four CPU devices, so the data-parallel runs are real four-device runs.
 """
 
 import contextlib
@@ -14,10 +15,11 @@ import pathlib
 import re
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from jaxderiv import cli, data, train
+from jaxderiv import checkpoint, cli, data, train
 
 TINY = ["--epochs", "2", "--hidden", "16", "--batch-size", "128"]
 TINY_CONFIG = train.TrainConfig(epochs=2, hidden=(16,), batch_size=128)
@@ -28,7 +30,10 @@ FINAL_KEYS = {
     "batch_size",
     "weight_decay",
     "seed",
+    "warmup_epochs",
     "loss",
+    "devices",
+    "data",
     "train_loss",
     "test_accuracy",
     "train_seconds",
@@ -55,6 +60,26 @@ def tiny_cli_run():
 
 def _without_seconds(history):
     return [{k: v for k, v in m.items() if k != "seconds"} for m in history]
+
+
+class _Killed(Exception):
+    """Stands in for a run killed right after an epoch."""
+
+
+def _kill_after(epoch):
+    def on_epoch(metrics):
+        if metrics["epoch"] == epoch:
+            raise _Killed
+
+    return on_epoch
+
+
+def _run_cli(argv):
+    """Exit status and stdout lines of `jaxderiv <argv>`."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli.main(argv)
+    return status, out.getvalue().splitlines()
 
 
 def test_data_split_sizes_are_80_20(digits):
@@ -196,6 +221,13 @@ def test_cli_train_json_last_line_has_final_metrics(tiny_cli_run):
         (["--batch-size", "5000"], r"--batch-size: 5000 is larger than the 1437"),
         (["--weight-decay", "-1"], r"--weight-decay: expected a number >= 0"),
         (["--bogus"], r"unrecognized arguments: --bogus"),
+        # Regression: 2**63 crashed with OverflowError; 2**32 aliased seed 0.
+        (["--seed", str(2**63)], r"--seed: expected an integer in \[0, 2\*\*32 - 1\]"),
+        (["--seed", str(2**32)], r"--seed: expected an integer in \[0, 2\*\*32 - 1\]"),
+        (
+            ["--epochs", "1", "--warmup-epochs", "5"],
+            r"--warmup-epochs: 5 is more than the 1 epochs",
+        ),
     ],
     ids=[
         "zero-epochs",
@@ -206,6 +238,9 @@ def test_cli_train_json_last_line_has_final_metrics(tiny_cli_run):
         "batch-too-large",
         "negative-decay",
         "unknown-flag",
+        "seed-past-int64",
+        "seed-past-uint32",
+        "warmup-longer-than-run",
     ],
 )
 def test_cli_train_rejects_bad_flags(capsys, flags, message):
@@ -295,3 +330,328 @@ def test_cli_train_cross_entropy_runs_and_records_the_loss(capsys):
     final = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert status == 0 and final["loss"] == "cross-entropy"
     assert 0.0 < final["train_loss"] < math.log(10)  # below chance after two epochs
+
+
+# --- several devices ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_device_run(digits):
+    """Two tiny epochs on one device, run once for the module."""
+    return train.train(digits, TINY_CONFIG, devices=1)
+
+
+@pytest.fixture(scope="module")
+def four_device_run(digits):
+    """The same run, data-parallel over the conftest's four CPU devices."""
+    return train.train(digits, TINY_CONFIG, devices=4)
+
+
+def test_train_four_devices_same_loss_curve_as_one(one_device_run, four_device_run):
+    one = [m["train_loss"] for m in one_device_run.history]
+    four = [m["train_loss"] for m in four_device_run.history]
+
+    # Only the order of the cross-device sums differs: float32 rounding.
+    np.testing.assert_allclose(four, one, rtol=1e-5)
+
+
+def test_train_four_devices_same_params_as_one(one_device_run, four_device_run):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(one_device_run.params),
+        jax.tree_util.tree_leaves(four_device_run.params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+def test_train_four_devices_replicates_the_params(four_device_run):
+    weight = four_device_run.params[0][0]
+
+    assert len(weight.sharding.device_set) == 4
+    assert weight.sharding.is_fully_replicated
+    assert four_device_run.metrics["devices"] == 4
+
+
+def test_train_rejects_more_devices_than_jax_sees(digits):
+    with pytest.raises(
+        ValueError,
+        match=r"`devices` = 5, but JAX sees only 4 cpu device\(s\).*"
+        r"xla_force_host_platform_device_count=5.*jax_num_cpu_devices",
+    ):
+        train.train(digits, TINY_CONFIG, devices=5)
+
+
+def test_train_rejects_batch_not_split_evenly_over_devices(digits):
+    config = dataclasses.replace(TINY_CONFIG, batch_size=126)
+
+    with pytest.raises(
+        ValueError,
+        match=r"`batch_size` = 126 does not split evenly over 4 devices; use a "
+        r"multiple of 4, such as 124",
+    ):
+        train.train(digits, config, devices=4)
+
+
+def test_cli_train_four_devices_runs(capsys):
+    status = cli.main(["train", *TINY, "--devices", "4", "--json"])
+
+    assert status == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert final["devices"] == 4
+
+
+def test_cli_train_rejects_batch_not_split_evenly(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *TINY, "--batch-size", "30", "--devices", "4"])
+
+    assert exit_info.value.code == 2
+    assert re.search(
+        r"argument --devices: the batch size 30 does not split evenly over 4",
+        capsys.readouterr().err,
+    )
+
+
+# --- outputs and resuming -----------------------------------------------------------
+
+
+def test_train_out_dir_holds_checkpoint_and_metrics(digits, tmp_path):
+    result = train.train(digits, TINY_CONFIG, out_dir=tmp_path / "run")
+
+    saved = checkpoint.load(tmp_path / "run")
+    assert saved.epoch == 2
+    assert saved.meta["config"]["hidden"] == [16]
+    assert saved.meta["data"]["name"] == "digits"
+    assert checkpoint.read_metrics(tmp_path / "run") == list(result.history)
+    for a, b in zip(
+        saved.params, jax.tree_util.tree_leaves(result.params), strict=True
+    ):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_train_resume_after_kill_ends_where_straight_run_ends(digits, tmp_path):
+    straight = train.train(digits, TINY_CONFIG)
+    with pytest.raises(_Killed):
+        train.train(
+            digits, TINY_CONFIG, out_dir=tmp_path / "run", on_epoch=_kill_after(1)
+        )
+
+    resumed = train.train(digits, TINY_CONFIG, out_dir=tmp_path / "run", resume=True)
+
+    assert _without_seconds(resumed.history) == _without_seconds(straight.history)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(resumed.params),
+        jax.tree_util.tree_leaves(straight.params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(checkpoint.read_metrics(tmp_path / "run")) == 2
+
+
+def test_train_checkpoint_every_skips_epochs_between(digits, tmp_path):
+    with pytest.raises(_Killed):
+        train.train(
+            digits,
+            TINY_CONFIG,
+            out_dir=tmp_path,
+            checkpoint_every=2,
+            on_epoch=_kill_after(1),
+        )
+
+    assert not (tmp_path / checkpoint.CHECKPOINT_FILE).exists()
+    assert len(checkpoint.read_metrics(tmp_path)) == 1
+
+
+def test_train_refuses_to_overwrite_a_checkpoint(digits, tmp_path):
+    with pytest.raises(_Killed):
+        train.train(digits, TINY_CONFIG, out_dir=tmp_path, on_epoch=_kill_after(1))
+
+    with pytest.raises(FileExistsError, match=r"already holds a checkpoint; resume"):
+        train.train(digits, TINY_CONFIG, out_dir=tmp_path)
+
+
+def test_train_resume_rejects_other_settings(digits, tmp_path):
+    train.train(digits, TINY_CONFIG, out_dir=tmp_path)
+    other = dataclasses.replace(TINY_CONFIG, learning_rate=1e-2)
+
+    with pytest.raises(
+        ValueError, match=r"differ .* in `learning_rate` 0.01 \(checkpoint: 0.005\)"
+    ):
+        train.train(digits, other, out_dir=tmp_path, resume=True)
+
+
+def test_train_resume_rejects_other_data(digits, tmp_path):
+    train.train(digits, TINY_CONFIG, out_dir=tmp_path)
+    other = dataclasses.replace(digits, x_train=digits.x_train[::-1].copy())
+
+    with pytest.raises(ValueError, match=r"the data now given .* is not the same"):
+        train.train(other, TINY_CONFIG, out_dir=tmp_path, resume=True)
+
+
+def test_train_resume_without_checkpoint_says_so(digits, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*checkpoint.npz"):
+        train.train(digits, TINY_CONFIG, out_dir=tmp_path, resume=True)
+
+
+def test_checkpoint_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, params=[np.ones(3)], opt_state=[], meta={"epoch": 1})
+    before = (tmp_path / checkpoint.CHECKPOINT_FILE).read_bytes()
+
+    def dies_halfway(stream, **arrays):
+        stream.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, params=[np.zeros(3)], opt_state=[], meta={})
+
+    assert (tmp_path / checkpoint.CHECKPOINT_FILE).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint.CHECKPOINT_FILE]
+
+
+@pytest.mark.parametrize(
+    ("contents", "match"),
+    [
+        (b"not a zip", r"is not a readable checkpoint"),
+        (None, r"is not a jaxderiv checkpoint"),
+    ],
+    ids=["garbage", "foreign-npz"],
+)
+def test_checkpoint_load_rejects_other_files(tmp_path, contents, match):
+    path = tmp_path / checkpoint.CHECKPOINT_FILE
+    if contents is None:
+        np.savez(path, meta=np.array('{"format": "other"}'))
+    else:
+        path.write_bytes(contents)
+
+    with pytest.raises(ValueError, match=match):
+        checkpoint.load(tmp_path)
+
+
+def test_checkpoint_save_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    history = [
+        {"epoch": 1, "train_loss": 0.5, "test_accuracy": 0.7},
+        {"epoch": 2, "train_loss": 0.2, "test_accuracy": 0.9},
+    ]
+
+    path = checkpoint.save_plot(tmp_path, history)
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_save_plot_without_matplotlib_gives_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+
+    with pytest.raises(ImportError, match=r"pip install 'jaxderiv\[examples\]'"):
+        checkpoint.save_plot(tmp_path, [])
+
+
+def test_cli_train_out_then_resume_matches_straight_run(digits, tmp_path):
+    status, _ = _run_cli(["train", *TINY, "--out", str(tmp_path / "straight")])
+    assert status == 0
+    with pytest.raises(_Killed):
+        train.train(
+            digits, TINY_CONFIG, out_dir=tmp_path / "cut", on_epoch=_kill_after(1)
+        )
+
+    status, lines = _run_cli(["train", "--resume", str(tmp_path / "cut")])
+
+    assert status == 0
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["2/2"]
+    straight = checkpoint.read_metrics(tmp_path / "straight")
+    resumed = checkpoint.read_metrics(tmp_path / "cut")
+    assert _without_seconds(resumed) == _without_seconds(straight)
+    a, b = checkpoint.load(tmp_path / "straight"), checkpoint.load(tmp_path / "cut")
+    for x, y in zip(a.params + a.opt_state, b.params + b.opt_state, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_cli_train_out_writes_the_three_files(tmp_path):
+    status, lines = _run_cli(["train", *TINY, "--out", str(tmp_path)])
+
+    assert status == 0
+    names = {checkpoint.CHECKPOINT_FILE, checkpoint.METRICS_FILE}
+    if importlib.util.find_spec("matplotlib") is not None:
+        names.add(checkpoint.CURVES_FILE)
+    assert {p.name for p in tmp_path.iterdir()} == names
+    assert lines[-2].startswith("wrote checkpoint.npz, metrics.jsonl")
+
+
+def test_cli_train_resume_refuses_a_disagreeing_flag(capsys, tmp_path):
+    status, _ = _run_cli(["train", *TINY, "--out", str(tmp_path)])
+    assert status == 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--resume", str(tmp_path), "--lr", "0.1", "--seed", "0"])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(
+        r"--resume: the checkpoint in .* was trained with --lr 0.005;", err
+    )
+
+
+def test_cli_train_out_refuses_a_folder_with_a_checkpoint(capsys, tmp_path):
+    status, _ = _run_cli(["train", *TINY, "--out", str(tmp_path)])
+    assert status == 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *TINY, "--out", str(tmp_path)])
+
+    assert exit_info.value.code == 2
+    assert "continue that run with --resume" in capsys.readouterr().err
+
+
+def test_cli_train_interrupt_says_how_to_resume(capsys, monkeypatch, tmp_path):
+    def interrupt(metrics):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "format_epoch", interrupt)
+
+    status = cli.main(["train", *TINY, "--out", str(tmp_path)])
+
+    assert status == 130
+    err = capsys.readouterr().err
+    assert f"holds epoch 1: continue with `jaxderiv train --resume {tmp_path}`" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_cli_train_draws_a_bar_instead_of_lines_in_a_terminal(monkeypatch):
+    out, err = _Terminal(), _Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+
+    status = cli.main(["train", *TINY])
+
+    assert status == 0
+    assert not [
+        line for line in out.getvalue().splitlines() if line.startswith("epoch")
+    ]
+    assert out.getvalue().startswith("test_accuracy ")
+    assert "training" in err.getvalue()
+
+
+def test_cli_train_diverged_run_exits_one_with_strict_json(capsys):
+    # Regression: a NaN loss printed `NaN` (not JSON) and exited 0.
+    status = cli.main(
+        ["train", "--epochs", "1", "--hidden", "8", "--lr", "1e30", "--json"]
+    )
+    captured = capsys.readouterr()
+    final = json.loads(captured.out.splitlines()[-1], parse_constant=_refuse)
+    assert status == 1
+    assert final["train_loss"] is None
+    assert "the run diverged" in captured.err
+
+
+def _refuse(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def test_cli_train_default_warmup_shortens_to_a_one_epoch_run(capsys):
+    status = cli.main(["train", "--epochs", "1", "--hidden", "8", "--json"])
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert status == 0 and final["warmup_epochs"] == 1
