@@ -78,7 +78,8 @@ def _log_softmax_bwd(axes, res, y_bar):
     active = ~jnp.isneginf(yf)  # NaN stays active, so NaN propagates
     gf = jnp.where(active, _numerics.upcast(y_bar), 0)
     total = jnp.sum(gf, axes, keepdims=True)  # sum(y_bar, axis) in (2)
-    x_bar = jnp.where(active, gf - jnp.exp(yf) * total, 0)  # (2)
+    # No select on the way out: an inactive entry has g = 0 and exp(y) = 0 already.
+    x_bar = gf - jnp.exp(yf) * total  # (2)
     return x_bar.astype(y.dtype), None
 
 
