@@ -46,7 +46,8 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, label_smoothing=0
       With `p = softmax(x)` over the kept entries and `g = l_bar` for each row:
       (2)  `x_bar = g ((sum(y, axis)) p - y)`, which is `g (p - y)` only when the
            labels sum to 1; it never forms the softmax Jacobian;
-      (3)  `labels_bar = -(1 - a) g log p`.
+      (3)  `labels_bar = -(1 - a) g log p`, held at 0 where `log p = -inf` (an
+           excluded entry, or a -inf logit, where the true derivative is infinite).
       Excluded entries get cotangent 0. Residuals: `(sum y) p - y` only, in the
       logits' dtype; `log p` too, only when the labels are being differentiated.
 
@@ -78,7 +79,7 @@ def _log_probs_and_labels(x, labels, axes, where, smoothing):
     kept = jnp.ones(x.shape, bool) if where is None else where
     y = jnp.where(kept, y, 0)
     if smoothing:
-        k = jnp.sum(kept, axes, keepdims=True)
+        k = jnp.sum(kept, axes, keepdims=True, dtype=y.dtype)  # float: strict-safe
         y = (1 - smoothing) * y + jnp.where(kept, smoothing / jnp.maximum(k, 1), 0)
     return log_p, p, y
 
@@ -197,9 +198,11 @@ def _one_hot_rows(x, labels, axis, where, smoothing):
 
 def _integer_loss_and_grad(x, labels, axis, where, smoothing):
     """Each row's loss (1) and `p - y` of (2), in the accumulation dtype."""
-    if where is None and not smoothing:
+    explicit = _numerics.explicit_spec(jax.typeof(x)) is not None
+    if where is None and not smoothing and not explicit:
         # The common case in the fewest passes: no float one-hot rows, and the
-        # label's log-probability read off with one gather per row.
+        # label's log-probability read off with one gather per row. (Not under an
+        # Explicit mesh, where the gather would need the labels' layout spelled out.)
         z, e, s = _numerics.shifted_exp(x, (axis,), None)
         n_classes = x.shape[axis]
         valid = (labels >= 0) & (labels < n_classes)

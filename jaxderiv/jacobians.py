@@ -132,7 +132,8 @@ def log_softmax(x, axis=-1):
     """
     p = _row_probabilities("jacobians.log_softmax", x, axis)
     eye = jnp.eye(p.shape[-1], dtype=p.dtype)
-    return eye - jnp.einsum("...j,i->...ij", p, jnp.ones(p.shape[-1], p.dtype))
+    ones_p = jnp.einsum("...j,i->...ij", p, jnp.ones(p.shape[-1], p.dtype))
+    return jnp.broadcast_to(eye, ones_p.shape) - ones_p
 
 
 def softmax_cross_entropy(logits, labels, axis=-1):
@@ -177,7 +178,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1):
         fn, logits, labels, axis, None, 0.0
     )
     p = _softmax_op(x, ax)
-    classes = jnp.arange(x.shape[ax]).reshape(
+    classes = jnp.arange(x.shape[ax], dtype=labels.dtype).reshape(
         [-1 if i == ax else 1 for i in range(x.ndim)]
     )
     one_hot = (jnp.expand_dims(labels, ax) == classes).astype(x.dtype)

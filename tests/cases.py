@@ -55,6 +55,22 @@ def _mse_args(key, dtype):
     return _normal(k1, (4, 3), dtype), _normal(k2, (4, 3), dtype)
 
 
+def _cross_entropy_args(key, dtype):
+    # Labels in (0, 1) that do not sum to 1, so the factor sum(y) in the rule counts.
+    k1, k2 = jax.random.split(key)
+    labels = jax.nn.sigmoid(_normal(k2, (4, 3), jnp.float64)).astype(dtype)
+    return 3 * _normal(k1, (4, 3), dtype), labels
+
+
+# One label per row of the (4, 3) logits; -1 marks an ignored row. The labels are
+# closed over, so every argument left is a floating one the shared tests can perturb.
+INTEGER_LABELS = jnp.array([0, 2, 1, -1])
+
+
+def _with_integer_labels(op):
+    return lambda x: op(x, INTEGER_LABELS)
+
+
 def _on_axis_0(op):
     return lambda x: op(x, axis=0)
 
@@ -86,6 +102,38 @@ CASES = [
         (0,),
     ),
     OpCase("mse", jaxderiv.mse, jaxderiv.jvp.mse, oracles.mse, _mse_args, (0, 1)),
+    OpCase(
+        "log_softmax",
+        jaxderiv.log_softmax,
+        jaxderiv.jvp.log_softmax,
+        oracles.log_softmax,
+        _softmax_args,
+        (0,),
+    ),
+    OpCase(
+        "softmax_cross_entropy",
+        jaxderiv.softmax_cross_entropy,
+        jaxderiv.jvp.softmax_cross_entropy,
+        oracles.softmax_cross_entropy,
+        _cross_entropy_args,
+        (0, 1),
+    ),
+    OpCase(
+        "softmax_cross_entropy_with_integer_labels",
+        _with_integer_labels(jaxderiv.softmax_cross_entropy_with_integer_labels),
+        _with_integer_labels(jaxderiv.jvp.softmax_cross_entropy_with_integer_labels),
+        _with_integer_labels(oracles.softmax_cross_entropy_with_integer_labels),
+        _softmax_args,
+        (0,),
+    ),
+    OpCase(
+        "softmax_mse",
+        jaxderiv.softmax_mse,
+        jaxderiv.jvp.softmax_mse,
+        oracles.softmax_mse,
+        _mse_args,
+        (0, 1),
+    ),
 ]
 IDS = [case.name for case in CASES]
 

@@ -111,3 +111,96 @@ def test_mse_property_vjp_matches_oracle_or_refuses_empty(shape, dtype, seed):
             raise AssertionError("mse of zero elements must raise")
         return
     _assert_vjp_matches(jaxderiv.mse, oracles.mse, (y_hat, y), dtype, seed)
+
+
+def _axis(data, ndim, *, several=True, everything=False):
+    """An axis for rank `ndim`: an int; a tuple if `several`; `None` if `everything`."""
+    options = [st.integers(-ndim, ndim - 1)]
+    if several:
+        options.append(
+            st.lists(
+                st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True
+            ).map(tuple)
+        )
+    if everything:
+        options.append(st.none())
+    return data.draw(st.one_of(*options), label="axis")
+
+
+def _uniform(seed, shape, dtype):
+    """Labels or targets in [0, 1); they need not sum to 1 along any axis."""
+    return jnp.asarray(np.random.default_rng(seed).uniform(size=shape), dtype)
+
+
+@PROFILE
+@given(data=st.data(), shape=SHAPES, dtype=DTYPES, seed=SEEDS)
+def test_log_softmax_property_vjp_matches_oracle(data, shape, dtype, seed):
+    axis = _axis(data, len(shape))
+    scale = data.draw(st.sampled_from([1.0, 30.0, 1000.0]), label="scale")
+    x = _normal(seed, shape, dtype, scale)
+    _assert_vjp_matches(
+        lambda x: jaxderiv.log_softmax(x, axis=axis),
+        lambda x: oracles.log_softmax(x, axis=axis),
+        (x,),
+        dtype,
+        seed,
+    )
+
+
+@PROFILE
+@given(data=st.data(), shape=SHAPES, dtype=DTYPES, seed=SEEDS)
+def test_cross_entropy_property_vjp_matches_oracle(data, shape, dtype, seed):
+    # Both arguments are differentiated; a zero-size class axis gives loss 0.
+    axis = _axis(data, len(shape), everything=True)
+    scale = data.draw(st.sampled_from([1.0, 30.0, 1000.0]), label="scale")
+    x = _normal(seed, shape, dtype, scale)
+    _assert_vjp_matches(
+        lambda x, y: jaxderiv.softmax_cross_entropy(x, y, axis=axis),
+        lambda x, y: oracles.softmax_cross_entropy(x, y, axis=axis),
+        (x, _uniform(seed + 2, shape, dtype)),
+        dtype,
+        seed,
+    )
+
+
+@PROFILE
+@given(data=st.data(), shape=SHAPES, dtype=DTYPES, seed=SEEDS)
+def test_cross_entropy_integer_property_vjp_matches_oracle(data, shape, dtype, seed):
+    # Labels from -1 to C: the two ends mark ignored rows.
+    axis = _axis(data, len(shape), several=False)
+    classes = shape[axis]
+    rows = tuple(n for i, n in enumerate(shape) if i != axis % len(shape))
+    labels = jnp.asarray(np.random.default_rng(seed).integers(-1, classes + 1, rows))
+    scale = data.draw(st.sampled_from([1.0, 1000.0]), label="scale")
+    x = _normal(seed, shape, dtype, scale)
+    _assert_vjp_matches(
+        lambda x: jaxderiv.softmax_cross_entropy_with_integer_labels(x, labels, axis),
+        lambda x: oracles.softmax_cross_entropy_with_integer_labels(x, labels, axis),
+        (x,),
+        dtype,
+        seed,
+    )
+
+
+@PROFILE
+@given(data=st.data(), shape=SHAPES, dtype=DTYPES, seed=SEEDS)
+def test_softmax_mse_property_vjp_matches_oracle_or_refuses_empty(
+    data, shape, dtype, seed
+):
+    axis = _axis(data, len(shape), everything=True)
+    x, t = _normal(seed, shape, dtype, 3.0), _uniform(seed + 2, shape, dtype)
+    if x.size == 0:
+        try:
+            jaxderiv.softmax_mse(x, t, axis=axis)
+        except ValueError as err:
+            assert "no elements" in str(err)
+        else:
+            raise AssertionError("softmax_mse of zero elements must raise")
+        return
+    _assert_vjp_matches(
+        lambda x, t: jaxderiv.softmax_mse(x, t, axis=axis),
+        lambda x, t: oracles.softmax_mse(x, t, axis=axis),
+        (x, t),
+        dtype,
+        seed,
+    )

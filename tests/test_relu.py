@@ -1,5 +1,7 @@
 """jaxderiv.relu against `where(x > 0, x, 0)`, autodiff and finite differences."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -170,3 +172,113 @@ def test_relu_promotes_booleans_to_default_float():
     y = jaxderiv.relu(jnp.array([True, False]))
     assert y.dtype == jnp.float64
     np.testing.assert_array_equal(y, [1.0, 0.0])
+
+
+# What the forward pass saves: save="mask", "output" or "bits".
+
+SAVES = ["mask", "output", "bits"]
+# Signed zeros, the smallest subnormal, NaN and both infinities, next to plain values.
+SPECIAL = jnp.array(
+    [-2.0, -0.0, 0.0, 5e-324, 0.5, 3.0, jnp.nan, jnp.inf, -jnp.inf, -1e-300, 7.0]
+)
+
+
+def _away_from_zero(key, shape):
+    """`_inputs`' draws (0.1 clear of the kink), from NumPy: no sampler to compile."""
+    rng = np.random.default_rng(np.asarray(key))
+    x = rng.standard_normal(shape)
+    return jnp.asarray(x + 0.1 * np.sign(x)), jnp.asarray(rng.standard_normal(shape))
+
+
+def _saved(x, save):
+    """The arrays `jax.vjp` keeps for relu's backward pass at `x` (built under jit)."""
+    vjp = jax.jit(lambda x: jax.vjp(lambda x: jaxderiv.relu(x, save=save), x)[1])(x)
+    return jax.tree_util.tree_leaves(vjp)
+
+
+def _value_and_vjp(save):
+    """relu with `save` and its VJP, as one jitted function of (x, g)."""
+
+    @jax.jit
+    def run(x, g):
+        y, vjp = jax.vjp(lambda x: jaxderiv.relu(x, save=save), x)
+        return y, vjp(g)[0]
+
+    return run
+
+
+@pytest.mark.parametrize("save", ["output", "bits"])
+def test_relu_save_modes_give_the_values_and_gradients_of_mask(save):
+    g = jnp.arange(1.0, 1.0 + SPECIAL.size)
+    y, x_bar = _value_and_vjp(save)(SPECIAL, g)
+    y_mask, x_bar_mask = _value_and_vjp("mask")(SPECIAL, g)
+    np.testing.assert_array_equal(y, y_mask)
+    np.testing.assert_array_equal(x_bar, x_bar_mask)
+    # The derivative is the indicator x > 0: 0 at both zeros, NaN and -inf (and at
+    # the subnormal, which XLA on CPU reads as 0, so that relu gives 0 there too).
+    np.testing.assert_array_equal(x_bar, jnp.where(SPECIAL > 0, g, 0.0))
+
+
+def test_relu_save_output_keeps_the_output_itself(key):
+    x, _ = _away_from_zero(key, (3, 4))
+    (res,) = _saved(x, "output")
+    assert res.dtype == x.dtype
+    np.testing.assert_array_equal(res, jaxderiv.relu(x))
+
+
+@pytest.mark.parametrize(
+    ("shape", "n_bytes"),
+    [((), 1), ((8,), 1), ((3, 5), 2), ((2, 3, 7), 6), ((0, 4), 0)],
+    ids=["scalar", "one-byte", "fifteen-bits", "forty-two-bits", "empty"],
+)
+def test_relu_save_bits_keeps_ceil_n_over_8_bytes(key, shape, n_bytes):
+    x, _ = _away_from_zero(key, shape)
+    (res,) = _saved(x, "bits")
+    assert res.dtype == jnp.uint8 and res.shape == (n_bytes,)
+    # The mask x > 0 in row-major order, 8 entries to a byte, most significant first.
+    np.testing.assert_array_equal(res, np.packbits(np.asarray(x > 0).ravel()))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("save", SAVES)
+def test_relu_save_modes_in_half_precision(key, dtype, save):
+    x, g = _away_from_zero(key, (2, 9))
+    x, g = x.astype(dtype), g.astype(dtype)
+    _, x_bar = _value_and_vjp(save)(x, g)
+    assert x_bar.dtype == dtype
+    np.testing.assert_array_equal(x_bar, jnp.where(x > 0, g, jnp.zeros((), dtype)))
+    leaves = _saved(x, save)
+    expected = {"mask": jnp.bool_, "output": dtype, "bits": jnp.uint8}[save]
+    assert [r.dtype for r in leaves] == [jnp.dtype(expected)]
+
+
+@pytest.mark.parametrize("save", ["output", "bits"])
+def test_relu_save_modes_match_finite_differences(key, save):
+    x, _ = _away_from_zero(key, (3, 5))
+    jaxderiv.assert_rule_matches(jaxderiv.relu, x, kwargs={"save": save})
+
+
+@pytest.mark.parametrize("save", ["output", "bits"])
+def test_relu_save_modes_under_vmap_and_grad_of_grad(key, save):
+    # vmap packs each example's mask separately; the second derivative is 0.
+    x, g = _away_from_zero(key, (3, 5))
+
+    def f(x):
+        return jaxderiv.relu(x, save=save)
+
+    x_bar = jax.jit(jax.vmap(lambda x, g: jax.vjp(f, x)[1](g)[0]))(x, g)
+    np.testing.assert_array_equal(x_bar, jnp.where(x > 0, g, 0.0))
+    second = jax.jit(jax.vmap(jax.grad(jax.grad(f))))(x[0])
+    np.testing.assert_array_equal(second, jnp.zeros(5))
+
+
+@pytest.mark.parametrize("save", ["nope", None, "Mask"], ids=["nope", "none", "case"])
+def test_relu_rejects_unknown_save(save):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"jaxderiv.relu: `save` must be one of 'mask', 'output', 'bits', but got "
+            + re.escape(repr(save))
+        ),
+    ):
+        jaxderiv.relu(jnp.ones(3), save=save)
