@@ -49,6 +49,28 @@ def shifted_exp(x, axes, where):
     return z, e, s
 
 
+def probabilities(x, axes, where):
+    """`softmax(x)` over `axes`, in the accumulation dtype of `x`: the fast route.
+
+    The same values as `e / s` from `shifted_exp`, without its selects, so XLA fuses
+    the shift into the exponential. The shift is the row's maximum clamped to the
+    finite range and `z = min(x - shift, 0)`: in a row holding +inf that maps the
+    +inf entries to 0, so they share the mass equally (with any entry at exactly
+    the largest finite value; every other finite value is at least one float step
+    lower, so its exponential underflows to 0). A row with no usable entry (all
+    excluded or -inf) keeps z = -inf and gives zeros; NaN propagates along its row.
+    """
+    xf = upcast(x)
+    info = jnp.finfo(xf.dtype)
+    if where is not None:
+        xf = jnp.where(where, xf, -jnp.inf)
+    m = jnp.max(xf, axes, keepdims=True, initial=-jnp.inf)
+    e = jnp.exp(jnp.minimum(xf - jnp.clip(m, info.min, info.max), 0))
+    s = jnp.sum(e, axes, keepdims=True)
+    # s >= 1 when the row has a finite entry (its maximum gives exp(0)), else 0.
+    return e / jnp.maximum(s, info.tiny)
+
+
 def types_of(*arrays):
     """The JAX types (`jax.typeof`) of `arrays`, `None` kept: static, hashable.
 

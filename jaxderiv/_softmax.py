@@ -49,7 +49,8 @@ def softmax(x, axis=-1, where=None):
 
     Limitations:
       A row that contains +inf gets the limit of softmax as those logits grow
-      together: its +inf entries share the mass equally and every other entry is 0.
+      together: its +inf entries share the mass equally and every other entry is 0
+      (except one at exactly the dtype's largest finite value, which shares too).
       A NaN anywhere in a row (that `where` does not exclude) makes the whole row,
       and its cotangent, NaN; other rows are unaffected.
 
@@ -64,10 +65,9 @@ def softmax(x, axis=-1, where=None):
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax(x, axes, where):
-    _, e, s = _numerics.shifted_exp(x, axes, where)
-    # s = 0 only for a row with no usable entry; it is all zeros, not 0/0.
-    p = e / jnp.where(s == 0, 1, s)  # (1)
-    return p.astype(x.dtype)
+    # (1), with the row's maximum clamped to be finite; a row with no usable entry
+    # is all zeros, not 0/0.
+    return _numerics.probabilities(x, axes, where).astype(x.dtype)
 
 
 def _softmax_fwd(x, axes, where):
@@ -80,9 +80,9 @@ def _softmax_bwd(axes, res, y_bar):
     pf, gf = _numerics.upcast(p), _numerics.upcast(y_bar)
     # Where p = 0 (excluded or -inf entries) p * g is 0 in exact arithmetic; a NaN or
     # inf cotangent there (from a masked log, say) must not poison the whole row.
-    gf = jnp.where(pf == 0, 0, gf)
-    inner = jnp.sum(gf * pf, axes, keepdims=True)  # sum(y_bar * p, axis) in (2)
-    x_bar = pf * (gf - inner)  # (2)
+    gp = jnp.where(pf == 0, 0, gf * pf)
+    inner = jnp.sum(gp, axes, keepdims=True)  # sum(y_bar * p, axis) in (2)
+    x_bar = gp - pf * inner  # (2), as p * y_bar - p * inner
     return x_bar.astype(p.dtype), None
 
 

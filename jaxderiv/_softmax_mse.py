@@ -56,8 +56,7 @@ def softmax_mse(logits, targets, axis=-1, where=None):
 
 def _probs_and_diff(x, t, axes, where):
     """`(p, d)` in the accumulation dtype: `p = softmax(x)`, `d = p - t`."""
-    _, e, s = _numerics.shifted_exp(x, axes, where)
-    p = e / jnp.where(s == 0, 1, s)
+    p = _numerics.probabilities(x, axes, where)
     return p, p - _numerics.upcast(t)
 
 
