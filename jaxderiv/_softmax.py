@@ -49,8 +49,8 @@ def softmax(x, axis=-1, where=None):
 
     Limitations:
       A row that contains +inf gets the limit of softmax as those logits grow
-      together: its +inf entries share the mass equally and every other entry is 0
-      (except one at exactly the dtype's largest finite value, which shares too).
+      together: its +inf entries share the mass equally (in float32 and float64,
+      with any logit at exactly the largest finite value) and every other entry is 0.
       A NaN anywhere in a row (that `where` does not exclude) makes the whole row,
       and its cotangent, NaN; other rows are unaffected.
 

@@ -234,6 +234,22 @@ def test_softmax_plus_inf_entries_share_the_mass():
     np.testing.assert_array_equal(x_bar, [[0.25, -0.25, 0.0], [0.0, 0.0, 0.0]])
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_softmax_plus_inf_beside_the_largest_finite_logits(dtype):
+    # The documented edge of the clamp: +inf is held at the largest finite value F
+    # of the dtype softmax computes in (float32 for the half types), so a logit
+    # equal to F shares the mass with +inf. The next float below F is a whole float
+    # step lower, far more than exp can bridge, so it gets 0. A half type's largest
+    # value is far below float32's, so there +inf takes all the mass.
+    big = jnp.finfo(dtype).max
+    below = jnp.nextafter(big, jnp.array(0, dtype))
+    x = jnp.array([[jnp.inf, big, below, 0.0], [big, big, below, -big]], dtype)
+    p = jaxderiv.softmax(x)
+    tie = 0.5 if dtype in (jnp.float32, jnp.float64) else 0.0
+    np.testing.assert_array_equal(p, np.array([[1 - tie, tie, 0, 0], [0.5, 0.5, 0, 0]]))
+    assert p.dtype == dtype
+
+
 def test_softmax_nan_poisons_only_its_own_row():
     x = jnp.array([[0.0, jnp.nan, 1.0], [0.0, jnp.log(3.0), -jnp.inf]])
     p, vjp = jax.vjp(jaxderiv.softmax, x)
