@@ -85,7 +85,7 @@ MLP_INPUTS, MLP_HIDDEN, MLP_CLASSES = 64, (512,), 10
 
 # Rounds of the round-robin per size when `repeats` is not given: fewer where one
 # call takes long, so that the default run stays within a few minutes on 2 cores.
-_DEFAULT_REPEATS = {"small": 30, "medium": 20, "large": 10}
+_DEFAULT_REPEATS = {"small": 60, "medium": 40, "large": 20}
 # A timed sample repeats a call until it lasts this long, so fast calls are not
 # dominated by the clock's resolution.
 _MIN_SAMPLE_S = 0.005
@@ -102,7 +102,7 @@ class BenchConfig:
       ops: names from `OPS`, in the order to run them.
       sizes: names from `SIZES`.
       dtype: the floating dtype of every input, as a name.
-      repeats: rounds of the round-robin; `None` picks 30, 20 and 10 for the small,
+      repeats: rounds of the round-robin; `None` picks 60, 40 and 20 for the small,
         medium and large size (3 with `quick`).
       quick: tiny shapes, no calibration and one cold compile, for smoke tests.
       compile_repeats: cold compiles of each MLP step, interleaved, at the first
@@ -1310,7 +1310,7 @@ def register(commands) -> argparse.ArgumentParser:
         "--repeats",
         type=_positive_int,
         default=None,
-        help="rounds of the round-robin at every size (default: 30, 20 and 10 for "
+        help="rounds of the round-robin at every size (default: 60, 40 and 20 for "
         "small, medium and large; 3 with --quick)",
     )
     parser.add_argument(
