@@ -5,6 +5,7 @@ mistake of the kind people make when deriving by hand; its forward pass is right
 `.fun`, the undecorated primal, is a correct autodiff reference.
 """
 
+import functools
 import json
 
 import jax
@@ -323,3 +324,84 @@ def test_check_nan_from_the_rule_fails(key):
     report = jaxderiv.check_rule(rule, jax.random.normal(key, (2, 3)))
     assert not report.passed
     assert all(np.isinf(c.max_abs_error) for c in report.failures)
+
+
+# Static positional arguments, localised errors in probe mode, kinks, zero labels.
+
+
+def test_check_positional_static_arguments_reach_fn_as_themselves(key):
+    x = jax.random.normal(key, (3, 4))
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+    def scaled_sum(x, axis, how):
+        assert how in ("sin", "cos")  # a string compared in Python, not a tracer
+        return jnp.sum(jnp.sin(x), axis)
+
+    scaled_sum.defvjp(
+        lambda x, axis, how: (scaled_sum(x, axis, how), x),
+        lambda axis, how, x, g: (jnp.cos(x) * jnp.expand_dims(g, axis),),
+    )
+    # softmax checks in Python that its axis is an int; the custom_vjp keeps a
+    # nondiff argument static; both break if the checker traces these values.
+    assert jaxderiv.check_rule(jaxderiv.softmax, x, 0).passed
+    report = jaxderiv.check_rule(scaled_sum, x, 0, "sin")
+    assert report.passed, str(report)
+    assert {c.argument for c in report.comparisons} == {"x"}
+
+
+def _local_mistake(forward, backward, where):
+    """A custom_vjp whose cotangent is wrong only at the entries `where` selects."""
+    f = jax.custom_vjp(forward)
+
+    def bwd(x, g):
+        right = backward(x, g)
+        return (right.at[where].set(right[where] * 1.5),)
+
+    f.defvjp(lambda x: (forward(x), x), bwd)
+    return f
+
+
+@pytest.mark.parametrize("where", [(7,), (5, 5)], ids=["one-row", "one-entry"])
+def test_check_probes_catch_a_local_mistake_by_finite_differences_alone(key, where):
+    # Past the size limit with no reference, only <vjp(u), v> against <u, fd(v)>
+    # can catch it. A single wrong entry among 40,000 moves that inner product by
+    # about 1/200 of itself, far beyond float32 rounding, but by far less than the
+    # sum of its terms' magnitudes, which the old tolerance scaled with.
+    x = jax.random.normal(key, (200, 200))
+    right = lambda x, g: g * (1 - jnp.tanh(x) ** 2)  # noqa: E731
+    good = _local_mistake(jnp.tanh, right, jnp.s_[:0])
+    bad = _local_mistake(jnp.tanh, right, where)
+    # Wrapped in a lambda, a custom_vjp loses `.fun`: no autodiff reference.
+    assert jaxderiv.check_rule(lambda x: good(x), x).passed
+    report = jaxderiv.check_rule(lambda x: bad(x), x)
+    assert not report.passed
+    assert {(c.against, c.mode) for c in report.failures} == {
+        ("finite differences", "probes")
+    }
+
+
+@pytest.mark.parametrize("size", [(4, 5), (300, 300)], ids=["jacobian", "probes"])
+def test_check_a_kink_inside_the_step_is_not_a_wrong_rule(key, size):
+    # Entries within the finite-difference step (about 6e-6) of ReLU's kink: the
+    # central difference there is a blend of 0 and 1, not either derivative.
+    x = jax.random.normal(key, size)
+    x = x.at[0, :3].set(jnp.array([1e-7, -1e-7, 3e-6]))
+    assert jaxderiv.check_rule(jaxderiv.relu, x).passed
+    # ...but a wrong row elsewhere is still caught: a kink excuses only its own
+    # entries (by at most the jump of each, here 3 of them, of 1 or less).
+    wrong = _local_mistake(oracles.relu, lambda x, g: jnp.where(x > 0, g, 0), (1,))
+    x = x.at[1].set(jnp.abs(x[1]) + 0.5)
+    report = jaxderiv.check_rule(lambda x: wrong(x), x)
+    assert not report.passed
+
+
+def test_check_cross_entropy_with_one_hot_labels_passes(key):
+    # Zero labels must still get the derivative -log p (the loss is linear in them).
+    x = jax.random.normal(key, (3, 4))
+    labels = jax.nn.one_hot(jnp.array([0, 3, 1]), 4)
+    for op in (jaxderiv.softmax_cross_entropy, jaxderiv.jvp.softmax_cross_entropy):
+        report = jaxderiv.check_rule(op, x, labels)
+        assert report.passed, str(report)
+    log_p = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
+    grad = jax.grad(lambda y: jnp.sum(jaxderiv.softmax_cross_entropy.fun(x, y)))(labels)
+    np.testing.assert_allclose(grad, -log_p, rtol=1e-6)
