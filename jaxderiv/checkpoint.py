@@ -11,8 +11,10 @@
 
 Every file is written to a temporary file in the same folder, flushed to disk and
 then renamed over the old one, so a run killed at any moment leaves either the old
-file or the new one, never a mix. The checkpoint is a plain `.npz` archive, read
-with `allow_pickle=False`: arrays and one JSON string, no pickled objects.
+file or the new one, never a mix (and perhaps the temporary file, which
+`remove_temporaries` clears when the run resumes). The checkpoint is a plain `.npz`
+archive, read with `allow_pickle=False`: arrays and one JSON string, no pickled
+objects.
 """
 
 import contextlib
@@ -33,6 +35,14 @@ VERSION = 1
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+OUTPUT_FILES = (CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE)
+
+# `atomic_write`'s temporary files are `.NAME.XXXXXXXX.tmp`, where `tempfile.mkstemp`
+# draws the eight characters from lowercase letters, digits and `_`.
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(
+    rf"\.(?P<name>.+)\.[a-z0-9_]{{8}}{re.escape(_TEMPORARY_SUFFIX)}"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +51,8 @@ class Checkpoint:
 
     Attributes:
       meta: a dict with `format`, `version`, `epoch` (epochs finished), `config`
-        (the fields of `jaxderiv.train.TrainConfig`), `data` (`name`,
+        (the fields of `jaxderiv.train.TrainConfig`), `devices` (the device count
+        of the last epoch; absent from older checkpoints), `data` (`name`,
         `n_features`, `n_classes`, `fingerprint`), `history` (one metrics dict
         per finished epoch) and `jax_version`.
       params: the leaves of the parameters, in `jax.tree_util` order (for the MLP:
@@ -75,12 +86,18 @@ def atomic_write(path, write: Callable) -> pathlib.Path:
 
     Returns:
       `path`, as a `pathlib.Path`.
+
+    Raises:
+      OSError: of the class the system raised (`PermissionError`, ...), if the
+        file cannot be written: the message names `path`'s file and folder, never
+        the temporary file, and gives the system's reason.
     """
     path = pathlib.Path(path)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    temporary = None
     try:
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX
+        )
         with os.fdopen(handle, "wb") as stream:
             # mkstemp makes the file private; give it the mode `open` would.
             umask = os.umask(0)
@@ -90,9 +107,13 @@ def atomic_write(path, write: Callable) -> pathlib.Path:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+    except BaseException as err:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        if isinstance(err, OSError):
+            message = f"cannot write {path.name} in the folder {path.parent}"
+            raise _reworded(err, message) from err
         raise
     # Make the rename itself durable; not every system lets a folder be opened.
     with contextlib.suppress(OSError):
@@ -102,6 +123,72 @@ def atomic_write(path, write: Callable) -> pathlib.Path:
         finally:
             os.close(folder)
     return path
+
+
+def _reworded(err: OSError, message: str) -> OSError:
+    """An error of `err`'s class and number whose text is `message`, then the reason.
+
+    The system's own text names whatever path failed, often a temporary file; ours
+    names the file the user knows and the folder it is in.
+    """
+    error = type(err)(f"jaxderiv.checkpoint: {message}: {err.strerror or err}.")
+    error.errno = err.errno
+    return error
+
+
+def make_folder(directory) -> pathlib.Path:
+    """Create `directory` and its parents if missing, as the outputs' folder.
+
+    Args:
+      directory: the folder.
+
+    Returns:
+      `directory`, as a `pathlib.Path`.
+
+    Raises:
+      OSError: if it cannot be created (a file is in the way, no permission, ...);
+        the message names it and gives the system's reason.
+    """
+    path = pathlib.Path(directory)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise _reworded(err, f"cannot create the output folder {path}") from err
+    return path
+
+
+def remove_temporaries(directory) -> list[pathlib.Path]:
+    """Delete the temporary files a killed `atomic_write` left in `directory`.
+
+    Only names `atomic_write` makes for the outputs of a run (`.checkpoint.npz.
+    XXXXXXXX.tmp`, and so on for `OUTPUT_FILES`) are removed; anything else stays.
+    Call it only while no other process writes into `directory`.
+
+    Args:
+      directory: an existing folder.
+
+    Returns:
+      The paths removed, sorted.
+
+    Raises:
+      OSError: if the folder cannot be listed or a temporary file removed; the
+        message names both.
+    """
+    removed = []
+    for path in sorted(pathlib.Path(directory).iterdir()):
+        match = _TEMPORARY_NAME.fullmatch(path.name)
+        if not (match and match["name"] in OUTPUT_FILES and path.is_file()):
+            continue
+        try:
+            path.unlink()
+        except OSError as err:
+            message = (
+                f"cannot remove {path.name}, a temporary file left by a killed "
+                f"write, from the folder {path.parent}"
+            )
+            raise _reworded(err, message) from err
+        removed.append(path)
+    return removed
 
 
 def save(directory, *, params: Sequence, opt_state: Sequence, meta: dict):
@@ -153,9 +240,11 @@ def load(directory) -> Checkpoint:
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.is_file():
+        # The folder to train into: the one given, or the one holding the file named.
+        folder = path.parent if path.name == CHECKPOINT_FILE else path
         raise FileNotFoundError(
             f"jaxderiv.checkpoint.load: no checkpoint at {path}. Train with `--out "
-            f"{path.parent}` first."
+            f"{folder}` first."
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -213,7 +302,8 @@ def load_params(directory):
 
     Raises:
       FileNotFoundError, ValueError: as `load`; `ValueError` also when the arrays
-        do not have the shapes its settings and data describe.
+        do not have the shapes its settings and data describe, or hold NaN or
+        infinite values (the run diverged).
     """
     from jaxderiv import mlp
 
@@ -237,6 +327,15 @@ def load_params(directory):
             f"holds parameters of shapes {found}, but its settings describe {expected}",
         )
     leaves = checkpoint.params
+    bad = [int(np.size(leaf) - np.isfinite(leaf).sum()) for leaf in leaves]
+    if any(bad):
+        total = sum(int(np.size(leaf)) for leaf in leaves)
+        raise ValueError(
+            f"jaxderiv.checkpoint.load_params: the parameters in {checkpoint.path} "
+            f"are not finite ({sum(bad)} of {total} values are NaN or infinite): "
+            "the run diverged, so its predictions would mean nothing. Train again "
+            "with a lower `--lr` (or more `--warmup-epochs`)."
+        )
     return [(leaves[k], leaves[k + 1]) for k in range(0, len(leaves), 2)], meta
 
 

@@ -209,7 +209,8 @@ def _add_train(commands) -> None:
         metavar="DIR",
         help=(
             "continue the run whose checkpoint is in DIR, with its settings and "
-            "data, writing back into DIR"
+            "data, writing back into DIR; if the data moved, pass --data with its "
+            "new path (the contents must not have changed)"
         ),
     )
     parser.add_argument(
@@ -250,8 +251,6 @@ def _resumed_settings(args, saved) -> train.TrainConfig:
             theirs = settings.get(field)
             shown = " ".join(map(str, theirs)) if isinstance(theirs, list) else theirs
             conflicts.append(f"{_flag(dest)} {shown}")
-    if "data" in given and _source(args.data) != saved.meta["data"].get("name"):
-        conflicts.append(f"--data {saved.meta['data'].get('name')}")
     if conflicts:
         args.parser.error(
             f"argument --resume: the checkpoint in {args.resume} was trained with "
@@ -268,9 +267,35 @@ def _resumed_settings(args, saved) -> train.TrainConfig:
         )
 
 
-def _source(text: str) -> str:
-    """A `--data` value as `Dataset.name` spells it: `digits` or an absolute path."""
-    return text if text == "digits" else str(pathlib.Path(text).resolve())
+def _resumed_source(args, saved) -> str:
+    """The data to resume on: `--data` if given, else the source the run recorded.
+
+    The data may have moved: `train.train` compares fingerprints, not paths.
+    """
+    if "data" in getattr(args, "given", frozenset()):
+        return args.data
+    source = saved.meta["data"]["name"]
+    if source != "digits" and not pathlib.Path(source).exists():
+        args.parser.error(
+            f"argument --resume: the run in {args.resume} was trained with --data "
+            f"{source}, which no longer exists; if the data moved, pass --data with "
+            "the same data at its new path"
+        )
+    return source
+
+
+def _check_folder(parser, flag: str, folder) -> None:
+    """Refuse `folder` for `flag` unless it is, or can be made, a folder."""
+    path = pathlib.Path(folder)
+    # The nearest of the path and its parents that exists (`.` or `/` at worst).
+    found = next(p for p in (path, *path.parents) if p.exists())
+    if found.is_dir():
+        return
+    where = "exists" if found == path else f"cannot be made: {found} exists"
+    parser.error(
+        f"argument {flag}: {path} {where} and is not a folder; give a folder for "
+        "the outputs (it is created if missing)"
+    )
 
 
 def _request_cpu_devices(count: int) -> None:
@@ -293,13 +318,26 @@ def _run_train(args) -> int:
                 "argument --out: --resume DIR writes back into DIR; drop --out"
             )
     out_dir = args.resume if args.resume is not None else args.out
+    if out_dir is not None:
+        _check_folder(args.parser, "--resume" if args.resume else "--out", out_dir)
     if args.resume is not None:
         try:
             saved = checkpoint.load(args.resume)
         except (OSError, ValueError) as err:
             return _error("train", err)
         config = _resumed_settings(args, saved)
-        source, done = saved.meta["data"]["name"], saved.epoch
+        source, done = _resumed_source(args, saved), saved.epoch
+        trained_on = saved.meta.get("devices")
+        # Only a run with epochs left trains on the new count; older checkpoints
+        # do not record theirs.
+        if trained_on not in (None, args.devices) and done < config.epochs:
+            print(
+                f"jaxderiv train: note: the run in {args.resume} was trained on "
+                f"{trained_on} device(s) and resumes on {args.devices}, so it will "
+                "agree with an uninterrupted run only to float32 rounding; pass "
+                f"--devices {trained_on} to match",
+                file=sys.stderr,
+            )
     else:
         if out_dir is not None:
             if (pathlib.Path(out_dir) / checkpoint.CHECKPOINT_FILE).exists():
@@ -374,16 +412,11 @@ def _run_train(args) -> int:
             return _interrupted(out_dir)
 
     final = result.metrics
-    if out_dir is not None and len(result.history) == done:
-        print(f"the run in {out_dir} had already finished its {done} epochs")
-    elif out_dir is not None:
-        written = [checkpoint.CHECKPOINT_FILE, checkpoint.METRICS_FILE]
+    if out_dir is not None:
         try:
-            checkpoint.save_plot(out_dir, result.history)
-            written.append(checkpoint.CURVES_FILE)
-        except ImportError as err:
-            print(f"jaxderiv train: note: no curves.png: {err}", file=sys.stderr)
-        print(f"wrote {', '.join(written)} in {out_dir}")
+            _report_outputs(out_dir, result.history, finished=done == config.epochs)
+        except OSError as err:
+            return _error("train", err)
     print(
         f"test_accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs "
         f"in {final['train_seconds']:.2f} s ({final['backend']}, jax "
@@ -405,6 +438,28 @@ def _run_train(args) -> int:
         )
         return 1
     return 0
+
+
+def _report_outputs(out_dir, history, *, finished: bool) -> None:
+    """Draw the curves into `out_dir` and say on stdout what was written.
+
+    A run `finished` before this call trained nothing now: only a missing plot is
+    drawn, from the metrics its checkpoint saved.
+    """
+    written = [] if finished else [checkpoint.CHECKPOINT_FILE, checkpoint.METRICS_FILE]
+    plot = pathlib.Path(out_dir) / checkpoint.CURVES_FILE
+    if not (finished and plot.exists()):
+        try:
+            checkpoint.save_plot(out_dir, history)
+            written.append(checkpoint.CURVES_FILE)
+        except ImportError as err:
+            print(f"jaxderiv train: note: no curves.png: {err}", file=sys.stderr)
+    if finished:
+        also = f"; wrote the missing {', '.join(written)}" if written else ""
+        done = len(history)
+        print(f"the run in {out_dir} had already finished its {done} epochs{also}")
+    else:
+        print(f"wrote {', '.join(written)} in {out_dir}")
 
 
 def _interrupted(out_dir) -> int:

@@ -5,9 +5,11 @@ depend on where the images came from: scikit-learn's bundled handwritten digits,
 MNIST-format files on disk (the four IDX files of MNIST, optionally gzipped, in one
 folder, or one `.npz` archive). Nothing is ever downloaded.
 
-Files are checked before any array reaches JAX: a wrong magic number, a truncated
-file, shapes that disagree, labels out of range or an archive holding pickled
-objects raise an error that names the file and the problem.
+A file's format is told from its first bytes, never from its name (see
+`file_format`), so `load` and `load_examples` agree on every file. Files are checked
+before any array reaches JAX: a wrong magic number, a truncated file, shapes that
+disagree, labels out of range or an archive holding pickled objects raise an error
+that names the file and the problem.
 """
 
 import dataclasses
@@ -37,6 +39,18 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+# The first bytes of each format `file_format` tells apart. An `.npz` is a zip
+# archive: a local file header, or the end record alone when it holds no arrays.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+GZIP_MAGIC = b"\x1f\x8b"
+NPY_MAGIC = b"\x93NUMPY"
+# An IDX file starts with two zero bytes, then its element type and rank.
+IDX_PREFIX = b"\x00\x00"
+_SAVEZ_HINT = (
+    "Write one with `numpy.savez(path, x_train=..., y_train=..., x_test=..., "
+    "y_test=...)`."
+)
 
 # More classes than this is taken for a labelling mistake (a one-hot matrix of the
 # training labels would need gigabytes), not a real task.
@@ -158,13 +172,48 @@ def _fail(path, problem: str, fix: str = "") -> ValueError:
     return ValueError(f"{message} {fix}".rstrip())
 
 
+def _head(path, size: int = 8) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read(size)
+
+
+def file_format(path) -> str:
+    """The format of the file at `path`, told from its first bytes, not its name.
+
+    `load` (through `load_npz`) and `load_examples` both decide with it, so a file
+    one of them takes as an archive, the other does too.
+
+    Args:
+      path: an existing file.
+
+    Returns:
+      `"npz"` for a zip archive (`PK\\x03\\x04`, or `PK\\x05\\x06` when empty),
+      `"gzip"` for a gzip stream (`\\x1f\\x8b`, read as a gzipped IDX file),
+      `"idx"` for an IDX file (two zero bytes, then the element type and rank),
+      `"npy"` for a single NumPy array (`\\x93NUMPY`), or `"unknown"`.
+
+    Raises:
+      OSError: if the file cannot be read.
+    """
+    head = _head(path)
+    if head.startswith(ZIP_MAGICS):
+        return "npz"
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(IDX_PREFIX) and len(head) >= 4:
+        return "idx"
+    return "unknown"
+
+
 def read_idx(path, magic: int) -> np.ndarray:
     """The uint8 array in one IDX file, after checking its header and its length.
 
     An IDX file starts with a 4-byte big-endian magic number (two zero bytes, the
     element type 0x08 for unsigned bytes, the number of dimensions `D`), then `D`
-    big-endian 4-byte sizes, then the elements in C order. A name ending in `.gz`
-    is decompressed first.
+    big-endian 4-byte sizes, then the elements in C order. A gzip stream is
+    decompressed first, whatever the file's name.
 
     Args:
       path: the file.
@@ -180,12 +229,10 @@ def read_idx(path, magic: int) -> np.ndarray:
         `magic`, a header or body shorter than it should be, or bytes left over.
     """
     path = pathlib.Path(path)
+    raw = path.read_bytes()
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                raw = stream.read()
-        else:
-            raw = path.read_bytes()
+        if raw.startswith(GZIP_MAGIC):
+            raw = gzip.decompress(raw)
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         raise _fail(path, f"is not a readable gzip file ({err})") from None
 
@@ -328,6 +375,17 @@ def _dataset(arrays: dict, files: dict, what: dict, name: str) -> Dataset:
             f"{what['y_train']} holds only the label 0; training needs two classes "
             "or more",
         )
+    # A stray label far above the rest would size the output layer after it.
+    occurring = len(np.unique(y_train))
+    if 2 * occurring < n_classes:
+        raise _fail(
+            files["y_train"],
+            f"{what['y_train']} has the largest label {n_classes - 1}, which implies "
+            f"{n_classes} classes, but only {occurring} distinct labels occur; "
+            "fewer than half of the classes would have any training example",
+            "Labels must number the classes 0 to C - 1; renumber them, e.g. with "
+            "`numpy.unique(y, return_inverse=True)`, or remove the stray label.",
+        )
     if int(y_test.max()) >= n_classes:
         raise _fail(
             files["y_test"],
@@ -345,23 +403,66 @@ def _dataset(arrays: dict, files: dict, what: dict, name: str) -> Dataset:
     )
 
 
-def _open_npz(path: pathlib.Path):
-    """The arrays of an `.npz` archive, refusing pickled objects."""
+def _not_npz(path, kind: str, *, or_idx: bool) -> ValueError:
+    """The error for a file of format `kind` given where an `.npz` belongs.
+
+    With `or_idx`, a single IDX images file would have done too.
+    """
+    if kind == "npy":
+        return _fail(
+            path,
+            "holds a single array, not an .npz archive of named arrays",
+            _SAVEZ_HINT,
+        )
+    if kind == "idx" and not or_idx:
+        return _fail(
+            path,
+            "is an IDX file, not an .npz (zip) archive",
+            "Training reads IDX files only as a folder holding all four; pass the "
+            "folder.",
+        )
+    if kind == "gzip" and not or_idx:
+        return _fail(
+            path,
+            "is gzip-compressed, not an .npz (zip) archive",
+            "Training reads gzipped IDX files only as a folder holding all four; "
+            "pass the folder, or decompress an archive that was gzipped.",
+        )
+    head = _head(path)
+    if or_idx:
+        return _fail(
+            path,
+            f"is neither an .npz (zip) archive nor an IDX images file: it starts "
+            f"with {head!r}, where an archive starts with {ZIP_MAGICS[0]!r} and an "
+            f"IDX file with {IDX_PREFIX!r}",
+        )
+    return _fail(
+        path,
+        f"is not an .npz (zip) archive: it starts with {head!r}, where an archive "
+        f"starts with {ZIP_MAGICS[0]!r}",
+        _SAVEZ_HINT,
+    )
+
+
+def _open_npz(path: pathlib.Path, *, or_idx: bool = False):
+    """The arrays of an `.npz` archive, refusing other formats and pickled objects.
+
+    `or_idx` says, for the message, that an IDX images file would have done too.
+    """
+    kind = file_format(path)
+    if kind != "npz":
+        raise _not_npz(path, kind, or_idx=or_idx)
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise _fail(
-            path,
-            f"is not a readable .npz archive ({err})",
-            "Write one with `numpy.savez(path, x_train=..., y_train=..., "
-            "x_test=..., y_test=...)`.",
+            path, f"is not a readable .npz archive ({err})", _SAVEZ_HINT
         ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _fail(
             path,
             "holds a single array, not an .npz archive of named arrays",
-            "Write one with `numpy.savez(path, x_train=..., y_train=..., "
-            "x_test=..., y_test=...)`.",
+            _SAVEZ_HINT,
         )
     return archive
 
@@ -385,8 +486,10 @@ def load_npz(path) -> Dataset:
 
     Images may be `(N, I)` or `(N, height, width)`, uint8 (divided by 255) or float
     (kept as they are, but every value must be finite); labels are integers from 0.
-    The class count is one more than the largest training label. Pickled objects
-    are never loaded.
+    The class count is one more than the largest training label, and at least
+    half of those classes must occur in `y_train`. The format is told from the
+    file's first bytes (see `file_format`), whatever its name. Pickled objects are
+    never loaded.
 
     Args:
       path: the `.npz` file.
@@ -397,10 +500,11 @@ def load_npz(path) -> Dataset:
     Raises:
       FileNotFoundError: if `path` does not exist.
       TypeError: if the images are neither uint8 nor float, or labels not integers.
-      ValueError: if the archive is unreadable, lacks a key, holds objects, an
-        array is empty or has the wrong shape, images and labels do not pair up,
-        the two sets' image shapes differ, values are not finite, or labels are
-        negative or appear only in the test set.
+      ValueError: if the file is not a zip archive or is unreadable, lacks a
+        key, holds objects, an array is empty or has the wrong shape, images and
+        labels do not pair up, the two sets' image shapes differ, values are not
+        finite, labels are negative or appear only in the test set, or the largest
+        label implies more than twice the classes that occur.
     """
     path = pathlib.Path(path).resolve()
     if not path.is_file():
@@ -466,7 +570,8 @@ def load(source="digits") -> Dataset:
 
     Args:
       source: `"digits"` for `load_digits()`, the path of a folder for
-        `load_idx_folder`, or the path of a `.npz` file for `load_npz`.
+        `load_idx_folder`, or the path of a file for `load_npz`, which must be a
+        zip archive whatever its name.
 
     Returns:
       A `Dataset`.
@@ -495,9 +600,11 @@ def load_examples(source="digits") -> Examples:
 
     Args:
       source: `"digits"` (its 360 test images), a folder (its
-        `t10k-images-idx3-ubyte` and, if present, `t10k-labels-idx1-ubyte`), a
-        `.npz` file (its `x_test` and, if present, `y_test`), or a single IDX
-        images file.
+        `t10k-images-idx3-ubyte` and, if present, `t10k-labels-idx1-ubyte`), an
+        `.npz` archive (its `x_test` and, if present, `y_test`), or a single IDX
+        images file, maybe gzipped. A file's format is told from its first bytes
+        by `file_format`, as `load` tells it, so every file `load` takes is taken
+        here too.
 
     Returns:
       `Examples` whose `y` is `None` when the source has no labels.
@@ -509,6 +616,7 @@ def load_examples(source="digits") -> Examples:
         digits = load_digits()
         return Examples(x=digits.x_test, y=digits.y_test, name=digits.name)
     path = pathlib.Path(source).resolve()
+    kind = file_format(path) if path.is_file() else None
     if path.is_dir():
         images = _idx_file(path, IDX_FILES["x_test"])
         if images is None:
@@ -521,8 +629,11 @@ def load_examples(source="digits") -> Examples:
         x = read_idx(images, IMAGES_MAGIC)
         y = None if labels is None else read_idx(labels, LABELS_MAGIC)
         files, what = (images, labels), ("the image array", "the label array")
-    elif path.is_file() and path.name.endswith(".npz"):
-        with _open_npz(path) as archive:
+    elif kind in ("idx", "gzip"):
+        x, y = read_idx(path, IMAGES_MAGIC), None
+        files, what = (path, None), ("the image array", None)
+    elif kind is not None:
+        with _open_npz(path, or_idx=True) as archive:
             if "x_test" not in archive.files:
                 raise _fail(
                     path,
@@ -534,9 +645,6 @@ def load_examples(source="digits") -> Examples:
             if "y_test" in archive.files:
                 y = _npz_array(path, archive, "y_test")
         files, what = (path, path), ("`x_test`", "`y_test`")
-    elif path.is_file():
-        x, y = read_idx(path, IMAGES_MAGIC), None
-        files, what = (path, None), ("the image array", None)
     else:
         raise ValueError(
             f"jaxderiv.data.load_examples: unknown data source {os.fspath(source)!r};"

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import math
 import operator
-import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -375,12 +374,17 @@ def train(
         one-device run up to float32 rounding.
       out_dir: a folder for the outputs (created if missing): after every
         `checkpoint_every`-th epoch and the last, `checkpoint.npz` (everything
-        needed to resume), and after every epoch `metrics.jsonl`, both written
-        atomically; see `jaxderiv.checkpoint`. In a multi-host run only process
-        0 writes.
+        needed to resume, the device count included), and after every epoch
+        `metrics.jsonl`, both written atomically; see `jaxderiv.checkpoint`. In a
+        multi-host run only process 0 writes.
       resume: continue the run whose checkpoint is in `out_dir`, up to
         `config.epochs`; the result is the one an uninterrupted run would have
-        reached, bit for bit on the same machine and device count.
+        reached, bit for bit on the same machine and device count (on another
+        count, to float32 rounding). It first removes the temporary files a
+        killed write left (`checkpoint.remove_temporaries`) and rewrites
+        `metrics.jsonl` from the checkpoint, so the outputs agree again. The data
+        may have moved (only its fingerprint must match); the checkpoint then
+        records its new `name`.
       checkpoint_every: epochs between checkpoints.
       on_epoch: called after every epoch (once its checkpoint, if due, is on
         disk) with a dict holding `epoch` (from 1), `epochs`, `train_loss` (the
@@ -398,11 +402,13 @@ def train(
     Raises:
       ValueError: if `batch_size` exceeds the number of training examples or is
         not a multiple of `devices`; if `devices` exceeds the devices JAX sees;
-        if `resume` is set without `out_dir`, or the checkpoint's settings or
-        data differ from those given.
+        if `out_dir` exists but is not a folder; if `resume` is set without
+        `out_dir`, or the checkpoint's settings or data differ from those given.
       FileExistsError: if `out_dir` already holds a checkpoint and `resume` is
         not set.
       FileNotFoundError: if `resume` is set and `out_dir` holds no checkpoint.
+      OSError: if `out_dir` cannot be created or a file in it written; the
+        message names the folder and the file.
     """
     config = TrainConfig() if config is None else config
     start = time.perf_counter()
@@ -429,13 +435,18 @@ def train(
     writer = out_dir is not None and jax.process_index() == 0
     if out_dir is not None:
         out_dir = pathlib.Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise _fail(
+                f"`out_dir` {out_dir} exists but is not a folder; pass a folder for "
+                "the outputs (it is created if missing)."
+            )
         if not resume and (out_dir / checkpoint.CHECKPOINT_FILE).exists():
             raise FileExistsError(
                 f"jaxderiv.train.train: {out_dir} already holds a checkpoint; resume "
                 "it with `resume=True`, or choose another `out_dir`."
             )
         if writer:
-            os.makedirs(out_dir, exist_ok=True)
+            checkpoint.make_folder(out_dir)
     steps = n_train // config.batch_size
 
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -456,6 +467,17 @@ def train(
         abstract = jax.eval_shape(start_fn, _key_data(init_key))
         state = _restore(saved, abstract)
         history = [dict(m) for m in saved.meta["history"]][: saved.epoch]
+        if writer:
+            # A run killed mid-write leaves a temporary file, and metrics.jsonl
+            # may run ahead of a checkpoint saved every few epochs.
+            checkpoint.remove_temporaries(out_dir)
+            checkpoint.write_metrics(out_dir, history)
+        if writer and saved.meta["data"]["name"] != data.name:
+            # The same data moved: record where it is now, even if no epoch is left.
+            meta = saved.meta | {"data": _data_meta(data)}
+            checkpoint.save(
+                out_dir, params=saved.params, opt_state=saved.opt_state, meta=meta
+            )
     else:
         state = start_fn(_key_data(init_key))
         history = []
@@ -485,6 +507,7 @@ def train(
                 meta={
                     "epoch": epoch,
                     "config": _config_dict(config),
+                    "devices": devices,
                     "data": _data_meta(data),
                     "history": history,
                     "jax_version": jax.__version__,

@@ -191,6 +191,12 @@ BROKEN_IDX = {
         r"train-labels-idx1-ubyte: the label array holds only the label 0; "
         r"training needs two classes or more",
     ),
+    "stray-large-label": (
+        "y_train",
+        _idx_bytes(np.r_[200, np.arange(1, N_TRAIN) % CLASSES], LABELS),
+        r"train-labels-idx1-ubyte: the label array has the largest label 200, which "
+        r"implies 201 classes, but only 4 distinct labels occur",
+    ),
 }
 
 
@@ -351,9 +357,69 @@ def test_data_npz_rejects_bad_array(tmp_path, changes, error, match):
 
 
 def test_data_npz_rejects_text_file(tmp_path):
+    # Regression: a text file named .npz got numpy's "pickled (object) data" error.
     (tmp_path / "d.npz").write_text("x_train,y_train\n1,2\n")
 
-    with pytest.raises(ValueError, match=r"d.npz: is not a readable .npz archive"):
+    with pytest.raises(
+        ValueError,
+        match=r"d.npz: is not an .npz \(zip\) archive: it starts with b'x_train,'",
+    ):
+        data.load_npz(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "match"),
+    [
+        ("", r"is an IDX file, not an .npz \(zip\) archive. Training reads IDX"),
+        (".gz", r"is gzip-compressed, not an .npz \(zip\) archive. Training reads"),
+    ],
+    ids=["idx", "gzipped-idx"],
+)
+def test_data_load_rejects_a_single_idx_file_for_training(tmp_path, suffix, match):
+    folder = _idx_folder(tmp_path / "mnist", suffix=suffix)
+
+    with pytest.raises(ValueError, match=rf"t10k-images-idx3-ubyte{suffix}: {match}"):
+        data.load(str(folder / f"t10k-images-idx3-ubyte{suffix}"))
+
+
+# Training labels (repeated to fill `y_train`) and the class count they give: half
+# or more of the classes up to the largest label occur, so the data is kept.
+SPARSE_LABELS = {
+    "ten-with-one-missing": ([0, 1, 2, 3, 4, 5, 6, 8, 9], 10),
+    "exactly-half-occur": ([0, 3], 4),
+}
+
+
+@pytest.mark.parametrize(
+    ("labels", "n_classes"), list(SPARSE_LABELS.values()), ids=list(SPARSE_LABELS)
+)
+def test_data_npz_keeps_labels_with_a_few_classes_missing(tmp_path, labels, n_classes):
+    y_train = np.resize(np.array(labels), N_TRAIN)
+    np.savez(tmp_path / "d.npz", **_flat_arrays() | {"y_train": y_train})
+
+    assert data.load_npz(tmp_path / "d.npz").n_classes == n_classes
+
+
+@pytest.mark.parametrize(
+    ("y_train", "match"),
+    [
+        (
+            np.r_[60000, np.arange(1, N_TRAIN) % CLASSES],
+            r"the largest label 60000, which implies 60001 classes, but only 4 "
+            r"distinct labels occur",
+        ),
+        (
+            np.resize([0, 4], N_TRAIN),
+            r"the largest label 4, which implies 5 classes, but only 2 distinct",
+        ),
+    ],
+    ids=["one-stray-huge-label", "under-half-occur"],
+)
+def test_data_npz_rejects_labels_implying_far_more_classes(tmp_path, y_train, match):
+    # Regression: one stray label of 60000 built a 60001-class output layer.
+    np.savez(tmp_path / "d.npz", **_flat_arrays() | {"y_train": y_train})
+
+    with pytest.raises(ValueError, match=rf"d.npz: `y_train` has {match}"):
         data.load_npz(tmp_path / "d.npz")
 
 
@@ -370,6 +436,77 @@ def test_data_load_rejects_missing_path(tmp_path):
 
     with pytest.raises(ValueError, match=r"unknown data source .*nowhere\.npz"):
         data.load(str(missing))
+
+
+# --- formats, told from the first bytes ---------------------------------------------
+
+
+def _npz_bytes(tmp_path, **arrays) -> bytes:
+    np.savez(tmp_path / "scratch.npz", **arrays)
+    return (tmp_path / "scratch.npz").read_bytes()
+
+
+FORMATS = {
+    "npz-named-bin": ("d.bin", lambda t: _npz_bytes(t, **_arrays()), "npz"),
+    "empty-npz": ("d.npz", lambda t: _npz_bytes(t), "npz"),
+    "gzip-named-raw": ("images", lambda t: gzip.compress(b"\0\0\x08\x03"), "gzip"),
+    "idx-named-npz": ("d.npz", lambda t: _idx_bytes(np.zeros(3), LABELS), "idx"),
+    "npy": ("d.npz", lambda t: b"\x93NUMPY\x01\x00", "npy"),
+    "text": ("d.npz", lambda t: b"hello\n", "unknown"),
+    "empty-file": ("d.npz", lambda t: b"", "unknown"),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "kind"), list(FORMATS.values()), ids=list(FORMATS)
+)
+def test_data_file_format_follows_the_bytes_not_the_name(tmp_path, name, make, kind):
+    (tmp_path / name).write_bytes(make(tmp_path))
+
+    assert data.file_format(tmp_path / name) == kind
+
+
+def test_data_load_and_examples_agree_on_npz_without_suffix(tmp_path):
+    # Regression: `load` read any file as .npz, `load_examples` only `*.npz`.
+    np.savez(tmp_path / "d.npz", **_arrays())
+    (tmp_path / "d.npz").rename(tmp_path / "d.bin")
+
+    loaded = data.load(str(tmp_path / "d.bin"))
+    examples = data.load_examples(loaded.name)
+
+    np.testing.assert_array_equal(examples.x, loaded.x_test)
+    np.testing.assert_array_equal(examples.y, loaded.y_test)
+
+
+def test_data_examples_reads_gzipped_idx_without_gz_suffix(tmp_path):
+    zipped = _idx_folder(tmp_path / "zipped", suffix=".gz")
+    (zipped / "t10k-images-idx3-ubyte.gz").rename(tmp_path / "images.bin")
+
+    examples = data.load_examples(str(tmp_path / "images.bin"))
+
+    assert examples.x.shape == (N_TEST, SIDE * SIDE)
+
+
+def test_data_idx_folder_reads_uncompressed_files_named_gz(tmp_path, folder):
+    named = tmp_path / "named"
+    named.mkdir()
+    for file in folder.iterdir():
+        (named / f"{file.name}.gz").write_bytes(file.read_bytes())
+
+    loaded = data.load_idx_folder(named)
+
+    assert loaded.x_train.shape == (N_TRAIN, SIDE * SIDE)
+
+
+def test_data_examples_rejects_text_file(tmp_path):
+    (tmp_path / "d.npz").write_text("hello\n")
+
+    with pytest.raises(
+        ValueError,
+        match=r"d.npz: is neither an .npz \(zip\) archive nor an IDX images file: "
+        r"it starts with b'hello\\n'",
+    ):
+        data.load_examples(str(tmp_path / "d.npz"))
 
 
 # --- images to classify -------------------------------------------------------------

@@ -7,6 +7,7 @@ ones the tests write, in the layout of `tests/test_data.py`.
 import contextlib
 import io
 import json
+import re
 import struct
 
 import numpy as np
@@ -123,7 +124,80 @@ def test_predict_without_checkpoint_says_how_to_make_one(capsys, tmp_path):
     assert status == 1
     err = capsys.readouterr().err
     assert err.startswith("jaxderiv predict: error: jaxderiv.checkpoint.load: no ")
-    assert "Train with `--out" in err
+    assert f"Train with `--out {tmp_path}` first." in err
+
+
+@pytest.mark.parametrize(
+    ("given", "folder"),
+    [
+        ("nonexist", "nonexist"),
+        ("runs/a", "runs/a"),
+        ("runs/a/checkpoint.npz", "runs/a"),
+    ],
+    ids=["missing-folder", "missing-nested-folder", "missing-checkpoint-file"],
+)
+def test_predict_without_checkpoint_hint_names_the_path_given(
+    capsys, monkeypatch, tmp_path, given, folder
+):
+    # Regression: `--params nonexist` told the user to train with `--out .`.
+    monkeypatch.chdir(tmp_path)
+
+    status = cli.main(["predict", "--params", given])
+
+    assert status == 1
+    assert f"Train with `--out {folder}` first." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_predict_refuses_a_diverged_checkpoint(capsys, model, tmp_path, bad):
+    # Regression: a run that diverged to NaN parameters still printed predictions.
+    # The tiny model has 64 * 16 + 16 + 16 * 10 + 10 = 1210 parameters.
+    folder, _ = model
+    saved = checkpoint.load(folder)
+    params = [np.full_like(leaf, bad) for leaf in saved.params]
+    checkpoint.save(tmp_path, params=params, opt_state=saved.opt_state, meta=saved.meta)
+
+    status = cli.main(["predict", "--params", str(tmp_path)])
+
+    assert status == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"jaxderiv predict: error: jaxderiv.checkpoint.load_params: the parameters "
+        rf"in {re.escape(str(tmp_path / checkpoint.CHECKPOINT_FILE))} are not finite "
+        r"\(1210 of 1210 values are NaN or infinite\): the run diverged.*\n",
+        err,
+    )
+
+
+def test_predict_refuses_one_non_finite_parameter(model, tmp_path):
+    folder, _ = model
+    saved = checkpoint.load(folder)
+    params = list(saved.params)
+    params[-1] = params[-1].copy()
+    params[-1][3] = np.nan
+    checkpoint.save(tmp_path, params=params, opt_state=saved.opt_state, meta=saved.meta)
+
+    with pytest.raises(ValueError, match=r"are not finite \(1 of 1210 values"):
+        checkpoint.load_params(tmp_path)
+
+
+def test_cli_train_then_predict_on_npz_without_suffix(digits, tmp_path):
+    # Regression: train read `good_noext.bin` as .npz, predict as IDX, and failed
+    # with "wrong magic number 0x504B0304".
+    arrays = {k: getattr(digits, k) for k in data.NPZ_KEYS}
+    np.savez(tmp_path / "good.npz", **arrays)
+    (tmp_path / "good.npz").rename(tmp_path / "good_noext.bin")
+    model = tmp_path / "r2"
+    flags = ["--epochs", "2", "--hidden", "16", "--batch-size", "128"]
+    source = str(tmp_path / "good_noext.bin")
+
+    trained = cli.main(["train", "--data", source, "--out", str(model), *flags])
+    status, lines = _predict(["--params", str(model), "--json"])
+
+    assert trained == 0 and status == 0
+    report = json.loads(lines[-1])
+    assert report["data"] == str((tmp_path / "good_noext.bin").resolve())
+    assert report["count"] == 360
 
 
 def _write_idx(path, array, magic):

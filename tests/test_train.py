@@ -7,10 +7,12 @@ gives JAX four CPU devices, so the data-parallel runs are real four-device runs.
 
 import contextlib
 import dataclasses
+import errno
 import importlib.util
 import io
 import json
 import math
+import os
 import pathlib
 import re
 import sys
@@ -655,3 +657,237 @@ def test_cli_train_default_warmup_shortens_to_a_one_epoch_run(capsys):
     status = cli.main(["train", "--epochs", "1", "--hidden", "8", "--json"])
     final = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert status == 0 and final["warmup_epochs"] == 1
+
+
+# --- resuming after moves, on other devices, after a kill mid-write ------------------
+
+
+def _cut_run_on_npz(digits, tmp_path, devices=1):
+    """A run on the digits saved as `old/d.npz`, killed after epoch 1 of 2."""
+    (tmp_path / "old").mkdir()
+    np.savez(
+        tmp_path / "old" / "d.npz", **{k: getattr(digits, k) for k in data.NPZ_KEYS}
+    )
+    dataset = data.load(str(tmp_path / "old" / "d.npz"))
+    with pytest.raises(_Killed):
+        train.train(
+            dataset,
+            TINY_CONFIG,
+            devices=devices,
+            out_dir=tmp_path / "run",
+            on_epoch=_kill_after(1),
+        )
+    return tmp_path / "run"
+
+
+def test_cli_train_resume_takes_moved_data_with_the_same_fingerprint(digits, tmp_path):
+    # Regression: resuming on the same data at a new path was refused.
+    run = _cut_run_on_npz(digits, tmp_path)
+    (tmp_path / "new").mkdir()
+    moved = (tmp_path / "old" / "d.npz").rename(tmp_path / "new" / "d.npz")
+
+    status, lines = _run_cli(["train", "--resume", str(run), "--data", str(moved)])
+
+    assert status == 0
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["2/2"]
+    assert checkpoint.load(run).meta["data"]["name"] == str(moved.resolve())
+
+
+def test_cli_train_resume_without_data_after_a_move_says_to_pass_it(
+    capsys, digits, tmp_path
+):
+    run = _cut_run_on_npz(digits, tmp_path)
+    (tmp_path / "old" / "d.npz").rename(tmp_path / "d.npz")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--resume", str(run)])
+
+    assert exit_info.value.code == 2
+    assert re.search(
+        r"--resume: the run in .* was trained with --data .*old/d\.npz, which no "
+        r"longer exists; if the data moved, pass --data with the same data",
+        capsys.readouterr().err,
+    )
+
+
+def test_cli_train_resume_refuses_changed_data_at_a_new_path(capsys, digits, tmp_path):
+    run = _cut_run_on_npz(digits, tmp_path)
+    arrays = {k: getattr(digits, k) for k in data.NPZ_KEYS}
+    arrays["y_test"] = arrays["y_test"][::-1].copy()
+    np.savez(tmp_path / "changed.npz", **arrays)
+
+    status = cli.main(
+        ["train", "--resume", str(run), "--data", str(tmp_path / "changed.npz")]
+    )
+
+    assert status == 1
+    assert "and the data now given" in capsys.readouterr().err
+    assert checkpoint.load(run).epoch == 1
+
+
+@pytest.mark.parametrize(
+    ("devices", "noted"), [("1", True), ("4", False)], ids=["other-count", "same-count"]
+)
+def test_cli_train_resume_on_other_device_count_prints_a_notice(
+    capsys, digits, tmp_path, devices, noted
+):
+    run = _cut_run_on_npz(digits, tmp_path, devices=4)
+    source = str(tmp_path / "old" / "d.npz")
+
+    status = cli.main(
+        ["train", "--resume", str(run), "--data", source, "--devices", devices]
+    )
+
+    assert status == 0
+    notes = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if "trained on 4 device(s) and resumes on 1" in line
+    ]
+    assert len(notes) == (1 if noted else 0)
+    assert checkpoint.load(run).meta["devices"] == int(devices)
+
+
+@pytest.mark.parametrize(
+    ("flag", "target", "match"),
+    [
+        ("--out", "afile", r"argument --out: afile exists and is not a folder"),
+        (
+            "--out",
+            "afile/sub",
+            r"argument --out: afile/sub cannot be made: afile exists and is not a "
+            r"folder",
+        ),
+        ("--resume", "afile", r"argument --resume: afile exists and is not a folder"),
+    ],
+    ids=["out-is-a-file", "out-under-a-file", "resume-is-a-file"],
+)
+def test_cli_train_refuses_an_output_folder_that_is_a_file(
+    capsys, monkeypatch, tmp_path, flag, target, match
+):
+    # Regression: `--out afile` failed with "[Errno 17] File exists: 'afile'".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a folder\n")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *TINY, flag, target])
+
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_train_refuses_an_out_dir_that_is_a_file(digits, tmp_path):
+    (tmp_path / "afile").write_text("not a folder\n")
+
+    with pytest.raises(
+        ValueError, match=r"`out_dir` .*afile exists but is not a folder"
+    ):
+        train.train(digits, TINY_CONFIG, out_dir=tmp_path / "afile")
+
+
+def _fail_savez(stream, **arrays):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _fail_mkstemp(dir, prefix, suffix):
+    path = os.path.join(dir, f"{prefix}abcd1234{suffix}")
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "fake", "reason"),
+    [
+        (np, "savez", _fail_savez, os.strerror(errno.ENOSPC)),
+        (checkpoint.tempfile, "mkstemp", _fail_mkstemp, os.strerror(errno.EROFS)),
+    ],
+    ids=["disk-full", "read-only"],
+)
+def test_cli_train_write_failure_is_one_line_naming_folder_and_file(
+    capsys, monkeypatch, tmp_path, module, name, fake, reason
+):
+    # Regression: a full disk gave "[Errno 28] No space left on device", naming no
+    # file; a read-only mount named the internal temporary file.
+    monkeypatch.setattr(module, name, fake)
+    out = tmp_path / "run"
+
+    status = cli.main(["train", *TINY, "--out", str(out)])
+
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"jaxderiv train: error: jaxderiv.checkpoint: cannot write checkpoint.npz in "
+        f"the folder {out}: {reason}.\n"
+    )
+    assert [p.name for p in out.iterdir()] == []
+
+
+def test_checkpoint_atomic_write_failure_keeps_the_error_class(tmp_path, monkeypatch):
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+
+    with pytest.raises(
+        OSError, match=r"cannot write metrics.jsonl in the folder"
+    ) as info:
+        checkpoint.write_metrics(tmp_path, [{"epoch": 1}])
+
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_make_folder_under_a_file_names_it(tmp_path):
+    (tmp_path / "afile").write_text("not a folder\n")
+
+    with pytest.raises(OSError, match=r"cannot create the output folder .*afile/sub: "):
+        checkpoint.make_folder(tmp_path / "afile" / "sub")
+
+
+def test_checkpoint_remove_temporaries_removes_only_atomic_write_leftovers(tmp_path):
+    # Names a real `atomic_write` makes, seen from inside its write.
+    made = []
+    for name in checkpoint.OUTPUT_FILES:
+        checkpoint.atomic_write(
+            tmp_path / name,
+            lambda f: made.extend(
+                p.name for p in tmp_path.iterdir() if p.name[0] == "."
+            ),
+        )
+    kept = [
+        "notes.tmp",
+        ".other.tmp",
+        ".curves.png.short.tmp",
+        ".mine.npz.abcd1234.tmp",
+    ]
+    for name in made + kept:
+        (tmp_path / name).write_bytes(b"")
+
+    removed = checkpoint.remove_temporaries(tmp_path)
+
+    assert len(made) == 3
+    assert sorted(p.name for p in removed) == sorted(made)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*checkpoint.OUTPUT_FILES, *kept]
+    )
+
+
+def test_cli_train_resume_of_finished_run_restores_missing_outputs(tmp_path):
+    # Regression: a run killed while writing its plot left `.curves.png.*.tmp`, and
+    # `--resume` said "already finished" without ever writing curves.png.
+    pytest.importorskip("matplotlib")
+    status, _ = _run_cli(["train", *TINY, "--out", str(tmp_path)])
+    assert status == 0
+    (tmp_path / checkpoint.CURVES_FILE).unlink()
+    (tmp_path / checkpoint.METRICS_FILE).unlink()
+    (tmp_path / ".curves.png.k1ll3d_x.tmp").write_bytes(b"\x89PNG half")
+
+    status, lines = _run_cli(["train", "--resume", str(tmp_path)])
+
+    assert status == 0
+    assert lines[0] == (
+        f"the run in {tmp_path} had already finished its 2 epochs; wrote the missing "
+        "curves.png"
+    )
+    assert (tmp_path / checkpoint.CURVES_FILE).read_bytes()[:4] == b"\x89PNG"
+    assert len(checkpoint.read_metrics(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(checkpoint.OUTPUT_FILES)
