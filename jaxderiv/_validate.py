@@ -143,8 +143,15 @@ def normalize_axis(
                 raise TypeError
             index = operator.index(item)
         except TypeError:
+            hint = ""
+            if isinstance(item, jax.core.Tracer):
+                hint = (
+                    " It is a traced value: an axis is a Python int fixed at trace "
+                    "time, so mark it static, e.g. "
+                    "`jax.jit(f, static_argnames='axis')`, or close over it."
+                )
             raise TypeError(
-                f"jaxderiv.{fn}: `axis` must be {expected}, but got {axis!r}."
+                f"jaxderiv.{fn}: `axis` must be {expected}, but got {axis!r}.{hint}"
             ) from None
         if not -ndim <= index < ndim:
             hint = (

@@ -305,6 +305,25 @@ def test_softmax_rejects_non_integer_axis():
         jaxderiv.softmax(jnp.ones((2, 3)), axis=1.0)
 
 
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x, axis: jaxderiv.softmax(x, axis),
+        lambda x, axis: jaxderiv.log_softmax(x, axis),
+        lambda x, axis: jaxderiv.softmax_cross_entropy(x, x, axis),
+        lambda x, axis: jaxderiv.softmax_cross_entropy_with_integer_labels(
+            x, jnp.zeros(3, jnp.int32), axis
+        ),
+        lambda x, axis: jaxderiv.softmax_mse(x, x, axis),
+    ],
+    ids=["softmax", "log_softmax", "cross_entropy", "integer_labels", "softmax_mse"],
+)
+def test_traced_axis_error_says_to_make_it_static(op):
+    # jax.jit traces every positional argument, the axis included.
+    with pytest.raises(TypeError, match=r"traced value.*static_argnames='axis'"):
+        jax.jit(op)(jnp.ones((3, 4)), -1)
+
+
 def test_softmax_rejects_scalar_input():
     with pytest.raises(ValueError, match=r"a scalar has no axes"):
         jaxderiv.softmax(jnp.array(1.0))
