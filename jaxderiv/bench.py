@@ -450,12 +450,14 @@ def _sample(call: Callable, number: int) -> float:
 def time_interleaved(
     calls: dict[str, Callable], repeats: int, min_sample_s: float = _MIN_SAMPLE_S
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Time compiled calls round-robin, after one warm-up call of each.
+    """Time compiled calls round-robin, after warming each up.
 
     Each round times every call once, starting one further along the list than the
     round before, so no contender always follows the same one. A sample repeats a
-    call `number` times, picked from the warm-up so that a sample lasts at least
-    `min_sample_s`, and records the mean.
+    call `number` times and records the mean. `number` is one for all the calls, so
+    that each sample sees the caches alike: enough calls that a sample of the
+    fastest lasts at least `min_sample_s`, judged from the best of three warm calls
+    (the first call, which pays one-off costs, is not used).
 
     Args:
       calls: name to a function of no arguments that returns JAX arrays.
@@ -466,11 +468,12 @@ def time_interleaved(
       `(times, numbers)`: for each name, its `repeats` samples in seconds per call
       and the calls per sample.
     """
-    numbers = {}
-    for name, call in calls.items():
-        first = _sample(call, 1)
-        wanted = math.ceil(min_sample_s / max(first, 1e-9))
-        numbers[name] = max(1, min(_MAX_NUMBER, wanted))
+    fastest = math.inf
+    for call in calls.values():
+        _sample(call, 1)
+        fastest = min(fastest, *(_sample(call, 1) for _ in range(3)))
+    wanted = math.ceil(min_sample_s / max(fastest, 1e-9))
+    numbers = dict.fromkeys(calls, max(1, min(_MAX_NUMBER, wanted)))
     names = list(calls)
     times = {name: [] for name in names}
     for r in range(repeats):
@@ -1225,12 +1228,14 @@ def plot(report: dict, path) -> pathlib.Path:
 
     ops = list(dict.fromkeys(r["op"] for r in report["results"]))
     # No automatic layout: on a busy 2-core machine it alone takes many seconds.
-    fig = Figure(figsize=(11, 0.6 + 2.6 * len(ops)))
+    fig = Figure(figsize=(11, 0.9 + 2.6 * len(ops)))
+    # Margins in inches, so one op's short figure keeps room for both titles.
+    height = fig.get_figheight()
     fig.subplots_adjust(
         left=0.08,
         right=0.98,
-        bottom=0.6 / fig.get_figheight(),
-        top=0.96,
+        bottom=0.6 / height,
+        top=1 - 0.6 / height,
         hspace=0.45,
         wspace=0.22,
     )
@@ -1257,7 +1262,7 @@ def plot(report: dict, path) -> pathlib.Path:
         row[0].legend(fontsize="x-small")
     for ax in axes[-1]:
         ax.set_xlabel("elements of x")
-    fig.suptitle(environment_line(report), fontsize="small")
+    fig.suptitle(environment_line(report), fontsize="small", y=1 - 0.12 / height)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
