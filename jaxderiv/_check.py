@@ -60,9 +60,13 @@ class Comparison:
         where a route was not run).
       rtol, atol: the tolerances applied.
       passed: whether every entry satisfied `|rule - expected| <= atol * scale +
-        rtol * |expected| (+ slack)`, `scale` being the largest `|expected|` (at
-        least 1e-30). Against finite differences the slack allows a kink within the
-        step; for a probe's inner product, also rounding in the rule's dtype.
+        rtol * |expected| (+ slack)`, `scale` being the largest `|expected|` (in
+        jacobian mode, within the same output leaf; at least 1e-30). At a kink that
+        finite differences find within their step, the slack allows any value
+        between the one-sided slopes; for a probe's inner product it also allows
+        rounding in the rule's dtype. Mode `"value"` compares the output returned
+        through the rule (a custom_vjp's forward rule, a custom_jvp's rule) with
+        `fn(*args)`; such a row appears only when they differ.
       error: the exception text when the route raised instead of giving numbers.
     """
 
@@ -121,14 +125,15 @@ class RuleReport:
     def __str__(self) -> str:
         status = "PASS" if self.passed else "FAIL"
         lines = [f"{status}: {self.name}"]
+        width = max([16, *(len(c.argument) for c in self.comparisons)])
         header = (
-            f"  {'argument':<16} {'route':<8} {'against':<19} {'mode':<9} "
+            f"  {'argument':<{width}} {'route':<8} {'against':<19} {'mode':<9} "
             f"{'max abs':>9} {'max rel':>9}  status"
         )
         lines.append(header)
         for c in self.comparisons:
             lines.append(
-                f"  {c.argument:<16} {c.route:<8} {c.against:<19} {c.mode:<9} "
+                f"  {c.argument:<{width}} {c.route:<8} {c.against:<19} {c.mode:<9} "
                 f"{c.max_abs_error:9.2e} {c.max_rel_error:9.2e}  "
                 f"{'ok' if c.passed else 'FAIL'}"
             )
@@ -139,6 +144,13 @@ class RuleReport:
                 lines.append(f"    the route raised: {c.error}")
                 continue
             lines.append(f"    worst entry {c.worst}")
+            if c.mode == "value":
+                lines.append(f"      through the rule:   {_fmt(c.rule_value)}")
+                lines.append(f"      fn(*args):          {_fmt(c.autodiff_value)}")
+                lines.append(
+                    f"    tolerance: rtol {c.rtol:.0e}, atol {c.atol:.0e} x scale"
+                )
+                continue
             lines.append(f"      rule:               {_fmt(c.rule_value)}")
             lines.append(f"      autodiff:           {_fmt(c.autodiff_value)}")
             lines.append(f"      finite differences: {_fmt(c.fd_value)}")
@@ -219,7 +231,12 @@ def check_rule(
             "floating-point array (integer, boolean and Python scalar arguments are "
             "held fixed)."
         )
-    values = [leaf for _, leaf in leaves]
+    # A NumPy array runs as the JAX array it becomes (float64 turns float32 when
+    # x64 is off): its tolerance must follow that dtype, not NumPy's.
+    values = [
+        jnp.asarray(leaf) if isinstance(leaf, np.ndarray) else leaf
+        for _, leaf in leaves
+    ]
 
     def forward(*diff):
         # Only the differentiated leaves are traced: a Python int, string or flag
@@ -238,6 +255,16 @@ def check_rule(
         if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
     ]
     m = sum(math.prod(shape) for _, shape in out_meta)
+    if not out_meta:
+        raise TypeError(
+            "jaxderiv.check_rule: `fn`'s output has no floating-point array to "
+            "differentiate; got "
+            + ", ".join(
+                f"{jax.tree_util.keystr(path) or 'out'} of dtype {leaf.dtype}"
+                for path, leaf in out_leaves
+            )
+            + "."
+        )
     label = name or _label(fn, args)
 
     def flat_fn(function, diff_values, all_values):
@@ -280,9 +307,15 @@ def check_rule(
             "inputs (an excluded or -inf entry, say); their derivatives were not "
             "compared"
         )
-    problem = _Problem(rule_call, rule_primals, fd_call, ref_call, primals64, m, finite)
+    leaf_of = np.repeat(
+        np.arange(len(out_meta)), [math.prod(shape) for _, shape in out_meta]
+    )
+    problem = _Problem(
+        rule_call, rule_primals, fd_call, ref_call, primals64, m, finite, leaf_of
+    )
+    comparisons.extend(_value_comparisons(problem, out_meta, rtol, atol))
     for position, leaf_index in enumerate(wanted):
-        path, leaf = leaves[leaf_index]
+        path, leaf = leaves[leaf_index][0], values[leaf_index]
         argument = _argument_label(names, path)
         dtype = jnp.dtype(leaf.dtype)
         n = int(np.size(leaf))
@@ -414,8 +447,9 @@ def _label(fn, args):
 # A finite difference is taken to straddle a kink where its one-sided halves differ
 # by more than this fraction of its size (see `_central_differences`).
 _KINK = 1e-3
-# Units in the last place of the sum of |terms| that a probe's inner product may be
-# off by from rounding in the rule's dtype (its terms' relative errors are a few ulps).
+# Ulps of the root-sum-square of its terms that a probe's inner product may be off
+# by from rounding in the rule's dtype: room for several ulps per term and for the
+# random sum to land a few standard deviations out.
 _ROUNDING_ULPS = 16
 
 
@@ -450,6 +484,7 @@ class _Problem:
     primals64: list
     m: int
     finite: np.ndarray  # (m,) bool: output entries with a derivative to compare
+    leaf_of: np.ndarray  # (m,) int: which floating output leaf each entry is in
 
 
 def _routes(problem, position, full, n_probes, seed):
@@ -477,15 +512,22 @@ def _routes(problem, position, full, n_probes, seed):
         return f
 
     rule_f = along(rule_call, rule_primals)
+    # Each input entry moves by a step relative to its own size, max(1, |x_j|), so
+    # one huge entry (a -1e9 mask) does not set the step for all; an entry that is
+    # not finite does not move at all, and has no derivative compared.
+    x_np = np.asarray(primals64[position], np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        step = np.where(np.isfinite(x_np), np.maximum(1.0, np.abs(x_np)), 0.0)
     if full:
         cotangents = jnp.eye(m, dtype=out_dtype)
-        tangents = jnp.eye(n, dtype=dtype).reshape(n, *shape)
+        tangents = jnp.asarray(np.diag(step), dtype=dtype).reshape(n, *shape)
     else:
         rng = np.random.default_rng(seed)
         cotangents = _rademacher(rng, (n_probes, m), out_dtype)
         # A non-finite output has no derivative: no probe weight goes there.
         cotangents = jnp.where(problem.finite, cotangents, 0)
-        tangents = _rademacher(rng, (n_probes, *shape), dtype)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(n_probes, n))
+        tangents = jnp.asarray(signs * step, dtype=dtype).reshape(n_probes, *shape)
 
     def safely(compute):
         try:
@@ -549,11 +591,18 @@ def _routes(problem, position, full, n_probes, seed):
     cot = np.asarray(cot64)
     tan = np.asarray(tan64)
     if full:
-        # Everything as the Jacobian J[i, j] = d out_i / d x_j, shape (m, n).
+        # Everything as the Jacobian J[i, j] = d out_i / d x_j, shape (m, n). The
+        # tangents were the basis scaled by each entry's step: divide it back out.
+        scale = np.diag(tan).copy()
+        moved = scale != 0
+        scale[~moved] = 1.0
         j_rev = rev  # rows: output basis vectors
-        j_fwd = None if fwd is None else fwd.T
+        j_fwd = None if fwd is None else fwd.T / scale
         j_ref = None if ref_rev is None else ref_rev
-        j_fd = fd.T
+        j_fd = fd.T / scale
+        gap = gap.T / scale
+        # Columns of non-finite inputs: no derivative to compare.
+        skip = np.broadcast_to(~moved, j_fd.shape)
         others = {"rule": None, AUTODIFF: j_ref, FINITE_DIFFERENCES: j_fd}
         for route, j, err in (("reverse", j_rev, rev_err), ("forward", j_fwd, fwd_err)):
             if route == "forward" and not has_forward:
@@ -561,9 +610,10 @@ def _routes(problem, position, full, n_probes, seed):
             for against, expected in ((AUTODIFF, j_ref), (FINITE_DIFFERENCES, j_fd)):
                 if expected is None:
                     continue
-                extra = {"rule": j}
-                if against == FINITE_DIFFERENCES:
-                    extra["slack"] = gap.T
+                # At a kink (found by finite differences) the rule may pick any
+                # value between the one-sided slopes, fd +- gap; so may autodiff.
+                extra = {"rule": j, "skip": skip, "rows_of": problem.leaf_of}
+                extra["slack"] = gap if against == FINITE_DIFFERENCES else 2 * gap
                 routes.append((route, against, j, expected, {**others, **extra}, err))
         return routes
 
@@ -584,13 +634,15 @@ def _routes(problem, position, full, n_probes, seed):
         s_fd = np.sum(cot * fd, axis=1)
         s_ref = None if ref_rev is None else np.sum(ref_rev * tan, axis=1)
         # Each inner product is judged against its own size (rtol), plus the rounding
-        # the rule's dtype allows in a sum of such terms: a few units in the last
-        # place of the sum of their magnitudes. Judging it against that whole sum
-        # instead (about sqrt(size) times the inner product for random signs) would
-        # let an error confined to a few entries pass.
+        # the rule's dtype allows: its entries are each off by about an ulp, with
+        # signs the random v scatters, so the sum is off by about an ulp of the
+        # root-sum-square of its terms. Judging it against the sum of the terms'
+        # magnitudes instead (about sqrt(size) times larger) would let an error
+        # confined to a few entries, or in half precision any error, pass.
         eps = max(jnp.finfo(dtype).eps, jnp.finfo(out_dtype).eps)
         terms = np.maximum(
-            np.sum(np.abs(cot * fd), axis=1), np.sum(np.abs(rev * tan), axis=1)
+            np.sqrt(np.sum((cot * fd) ** 2, axis=1)),
+            np.sqrt(np.sum((rev * tan) ** 2, axis=1)),
         )
         slack = _ROUNDING_ULPS * float(eps) * np.nan_to_num(terms, posinf=0.0)
         slack = slack + np.sum(np.abs(cot) * gap, axis=1)
@@ -621,6 +673,52 @@ def _routes(problem, position, full, n_probes, seed):
     return routes
 
 
+def _value_comparisons(problem, out_meta, rtol, atol):
+    """Failing comparisons of the output through the rule with `fn(*args)`'s.
+
+    A `custom_vjp`'s forward rule and a `custom_jvp`'s rule return the primal output
+    themselves; `jax.grad` and training see that value, while finite differences
+    and `fn(*args)` see the plain forward pass. A rule that returns something else
+    is wrong even when its derivatives agree.
+    """
+    call, primals = problem.rule_call, problem.rule_primals
+    direct = np.asarray(jax.jit(call)(*primals), np.float64)[None]
+    r, a = _tolerance(jax.eval_shape(call, *primals).dtype, AUTODIFF, rtol, atol)
+
+    def zeros(p):
+        return tuple(jnp.zeros_like(x) for x in p)
+
+    routes = (
+        ("reverse", lambda *p: jax.vjp(call, *p)[0]),
+        ("forward", lambda *p: jax.jvp(call, p, zeros(p))[0]),
+    )
+    failed, seen = [], []
+    for route, through in routes:
+        try:
+            value = np.asarray(jax.jit(through)(*primals), np.float64)[None]
+        except Exception:  # no such rule (a custom_vjp has no forward one)
+            continue
+        # jax.jvp may run a custom_vjp's forward rule: the same value, said once.
+        if any(np.array_equal(value, v, equal_nan=True) for v in seen):
+            continue
+        seen.append(value)
+        comparison = _compare(
+            "output",
+            route,
+            "fn(*args)",
+            "value",
+            value,
+            direct,
+            {"rule": value, "expected": direct},
+            r,
+            a,
+            lambda row, col, against, route: _out_name(out_meta, col),
+        )
+        if not comparison.passed:
+            failed.append(comparison)
+    return failed
+
+
 def _central_differences(f, x, directions):
     """`(fd, gap)` for each row v of `directions`, in float64.
 
@@ -632,11 +730,11 @@ def _central_differences(f, x, directions):
     kink (`_KINK`), the comparisons allow it on top of their tolerances, so a kink
     within `h` of `x` is not reported as a wrong rule.
 
-    The step h = eps^(1/3) * max(1, max|x|) (about 6e-6 at unit scale) balances the
-    O(h^2) truncation error against the O(eps / h) rounding error.
+    The step h = eps^(1/3) (about 6e-6) balances the O(h^2) truncation error
+    against the O(eps / h) rounding error; the directions carry each entry's scale,
+    max(1, |x_j|), so every entry moves by that relative step.
     """
-    largest = float(np.max(np.abs(np.asarray(x)), initial=0.0))
-    h = np.finfo(np.float64).eps ** (1 / 3) * max(1.0, largest)
+    h = np.finfo(np.float64).eps ** (1 / 3)
 
     @jax.jit
     @jax.vmap
@@ -651,17 +749,22 @@ def _central_differences(f, x, directions):
     return one(directions)
 
 
+def _out_name(out_meta, i):
+    """The readable location of entry `i` of the flattened output."""
+    for path, shape in out_meta:
+        size = math.prod(shape)
+        if i < size:
+            index = np.unravel_index(i, shape) if shape else ()
+            return f"out{path}[{', '.join(str(int(k)) for k in index)}]"
+        i -= size
+    return f"out[{i}]"
+
+
 def _index_namer(out_meta, argument, arg_shape, full):
     """A function from (row, column) of a compared array to a readable location."""
 
     def out_name(i):
-        for path, shape in out_meta:
-            size = math.prod(shape)
-            if i < size:
-                index = np.unravel_index(i, shape) if shape else ()
-                return f"out{path}[{', '.join(str(int(k)) for k in index)}]"
-            i -= size
-        return f"out[{i}]"
+        return _out_name(out_meta, i)
 
     def arg_name(j):
         index = np.unravel_index(j, arg_shape) if arg_shape else ()
@@ -701,11 +804,20 @@ def _compare(
     # Equal entries (inf against inf, NaN against NaN included) have error 0; a NaN
     # or inf in the rule where the truth is finite is an infinite error.
     same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    same = same | others.get("skip", False)
     with np.errstate(invalid="ignore"):
         diff = np.where(same, 0.0, np.abs(actual - expected))
     diff = np.nan_to_num(diff, nan=np.inf)
     finite = np.abs(expected[np.isfinite(expected)])
     scale = max(float(finite.max(initial=0.0)), 1e-30)
+    groups = others.get("rows_of")
+    if groups is not None and len(groups):
+        # atol scales with each output leaf's own largest value: a leaf a million
+        # times larger must not set the bar for a small one.
+        sizes = np.nan_to_num(np.abs(expected), posinf=0.0, nan=0.0).max(axis=1)
+        largest = np.zeros(groups.max() + 1)
+        np.maximum.at(largest, groups, sizes)
+        scale = np.maximum(largest[groups], 1e-30)[:, None]
     magnitude = np.nan_to_num(np.abs(expected), posinf=0.0)
     bound = atol * scale + rtol * magnitude + others.get("slack", 0.0)
     excess = diff - bound
@@ -724,7 +836,7 @@ def _compare(
         max_rel_error=float(rel.max()),
         worst=index_names(row, col, against, route),
         rule_value=at(others.get("rule")),
-        autodiff_value=at(others.get(AUTODIFF)),
+        autodiff_value=at(others.get(AUTODIFF, others.get("expected"))),
         fd_value=at(others.get(FINITE_DIFFERENCES)),
         rtol=rtol,
         atol=atol,

@@ -7,6 +7,9 @@ mistake of the kind people make when deriving by hand; its forward pass is right
 
 import functools
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -405,3 +408,129 @@ def test_check_cross_entropy_with_one_hot_labels_passes(key):
     log_p = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
     grad = jax.grad(lambda y: jnp.sum(jaxderiv.softmax_cross_entropy.fun(x, y)))(labels)
     np.testing.assert_allclose(grad, -log_p, rtol=1e-6)
+
+
+# From a second user's attempts: half precision, masks, NumPy inputs, kinks against
+# autodiff, the value through the rule, output leaves of different sizes.
+
+
+def _tanh_rule(scale):
+    """tanh whose backward multiplies the true cotangent by `scale`."""
+    f = jax.custom_vjp(jnp.tanh)
+    f.defvjp(
+        lambda x: (jnp.tanh(x), x), lambda x, g: (scale * g * (1 - jnp.tanh(x) ** 2),)
+    )
+    return f
+
+
+@pytest.mark.parametrize(
+    "dtype, shape", [(jnp.bfloat16, (64, 64)), (jnp.float16, (256, 256))]
+)
+@pytest.mark.parametrize("scale", [1.0, 0.0, -1.0], ids=["right", "zero", "negated"])
+def test_check_probes_in_half_precision_without_reference(key, dtype, shape, scale):
+    # The rounding allowance grows with the root-sum-square of the probe's terms,
+    # not with their sum, so half precision still tells a wrong rule from a right one.
+    rule = _tanh_rule(scale)
+    x = jax.random.normal(key, shape, dtype)
+    report = jaxderiv.check_rule(lambda x: rule(x), x)
+    assert report.passed == (scale == 1.0), str(report)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (64, 128)], ids=["jacobian", "probes"])
+@pytest.mark.parametrize("mask", [-jnp.inf, -1e9], ids=["-inf", "-1e9"])
+def test_check_masked_logits_do_not_spoil_the_finite_differences(key, shape, mask):
+    # The attention-mask idiom: one huge or infinite entry must not set the step
+    # for all the others, and an infinite one is not moved at all.
+    x = jax.random.normal(key, shape)
+    x = jnp.where(jnp.tril(jnp.ones(shape, bool)), x, mask)
+    report = jaxderiv.check_rule(jaxderiv.softmax, x)
+    assert report.passed, str(report)
+
+
+def test_check_numpy_float64_input_is_judged_in_the_dtype_it_runs_in():
+    # With x64 off (jaxderiv's tests turn it on), a float64 NumPy array runs as
+    # float32 and must get float32's tolerances, and no warning.
+    code = (
+        "import warnings, numpy as np, jaxderiv\n"
+        "warnings.simplefilter('error')\n"
+        "x = np.random.default_rng(0).standard_normal((3, 5))\n"
+        "assert jaxderiv.check_rule(jaxderiv.softmax, x).passed\n"
+    )
+    env = {**os.environ, "JAX_ENABLE_X64": "0"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def _kinked(forward, backward):
+    f = jax.custom_vjp(forward)
+    f.defvjp(lambda x: (forward(x), x), lambda x, g: (backward(x, g),))
+    return f
+
+
+def _pool(x):
+    """2 x 2 max-pooling of a (4, 4) input."""
+    return x.reshape(2, 2, 2, 2).max(axis=(1, 3))
+
+
+def _pool_first_max(x, g):
+    """The whole cotangent to the first maximum of each window (PyTorch's choice)."""
+    windows = x.reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(2, 2, 4)
+    picked = jax.nn.one_hot(jnp.argmax(windows, -1), 4) * g[..., None]
+    return picked.reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(4, 4)
+
+
+KINKS = {
+    # JAX's autodiff of jnp.maximum gives 1/2 at 0; the rule picks 0.
+    "relu at 0": (
+        lambda x: jnp.maximum(x, 0.0),
+        lambda x, g: jnp.where(x > 0, g, 0),
+        jnp.array([-1.0, 0.0, 2.0, 0.0]),
+    ),
+    # abs at 0: autodiff gives 1, the rule sign(0) = 0.
+    "abs at 0": (jnp.abs, lambda x, g: g * jnp.sign(x), jnp.array([-1.0, 0.0, 2.0])),
+    # Tied maxima: autodiff shares the cotangent, the rule gives it to the first.
+    "max-pool ties": (_pool, _pool_first_max, jnp.ones((4, 4)).at[0, 0].set(2.0)),
+}
+
+
+@pytest.mark.parametrize("case", list(KINKS), ids=list(KINKS))
+def test_check_a_valid_subgradient_at_a_kink_passes_against_autodiff(case):
+    forward, backward, x = KINKS[case]
+    report = jaxderiv.check_rule(_kinked(forward, backward), x)
+    assert report.passed, str(report)
+    # The allowance is the kink's own: a rule off by 2 there still fails.
+    wrong = _kinked(forward, lambda x, g: backward(x, g) + 2.0)
+    assert not jaxderiv.check_rule(wrong, x).passed
+
+
+def test_check_compares_the_value_returned_through_the_rule(key):
+    # The forward rule forgets the bias: derivatives right, value wrong.
+    shifted = jax.custom_vjp(lambda x, b: x + b[None, :])
+    shifted.defvjp(lambda x, b: (x, None), lambda _, g: (g, g.sum(0)))
+    report = jaxderiv.check_rule(shifted, jax.random.normal(key, (3, 6)), jnp.ones(6))
+    assert not report.passed
+    assert {(c.argument, c.mode) for c in report.failures} == {("output", "value")}
+    assert "fn(*args)" in str(report)
+
+    cube = jax.custom_jvp(lambda x: x**2)
+    cube.defjvp(lambda p, t: (p[0] ** 3, 2 * p[0] * t[0]))
+    report = jaxderiv.check_rule(cube, jax.random.normal(key, (5,)))
+    assert {(c.argument, c.mode) for c in report.failures} == {("output", "value")}
+
+
+def test_check_a_large_output_leaf_does_not_hide_a_small_ones_error():
+    @jax.custom_vjp
+    def two(x):
+        return {"total": 1e5 * jnp.sum(x**2), "act": jnp.sin(x)}
+
+    def backward(x, g):  # the "act" part is 1.5 times too large
+        return (g["total"] * 2e5 * x + 1.5 * g["act"] * jnp.cos(x),)
+
+    two.defvjp(lambda x: (two(x), x), backward)
+    report = jaxderiv.check_rule(two, jnp.array([0.3, -1.2, 0.8], jnp.float32))
+    assert not report.passed
+    assert all("out['act']" in c.worst for c in report.failures)
+
+
+def test_check_rejects_an_output_without_floats():
+    with pytest.raises(TypeError, match=r"no floating-point array.*int32"):
+        jaxderiv.check_rule(lambda x: (x > 0).astype(jnp.int32), jnp.ones(3))
