@@ -196,7 +196,8 @@ def check_rule(
       rtol, atol: override the tolerances, which otherwise come from
         `DEFAULT_TOLERANCES` by the dtype of each argument.
       max_jacobian_size: compare full Jacobians while the output size times the
-        argument's size stays at or below this; above it, use probes.
+        argument's size stays at or below this (and neither exceeds 4096); above
+        it, use probes.
       n_probes: random probes per argument above that size.
       seed: seeds the probes.
       name: a label for the report; by default `fn`'s name and the argument shapes.
@@ -313,13 +314,19 @@ def check_rule(
     problem = _Problem(
         rule_call, rule_primals, fd_call, ref_call, primals64, m, finite, leaf_of
     )
-    comparisons.extend(_value_comparisons(problem, out_meta, rtol, atol))
+    out_dtype = max(
+        (jnp.dtype(leaf.dtype) for _, leaf in out_leaves if _is_float(leaf)),
+        key=lambda d: jnp.finfo(d).eps,
+    )
+    comparisons.extend(_value_comparisons(problem, out_meta, out_dtype, rtol, atol))
     for position, leaf_index in enumerate(wanted):
         path, leaf = leaves[leaf_index][0], values[leaf_index]
         argument = _argument_label(names, path)
         dtype = jnp.dtype(leaf.dtype)
         n = int(np.size(leaf))
-        full = m * n <= max_jacobian_size
+        # Full mode builds identity matrices of both sizes: a scalar beside a
+        # large output (or a scalar loss of a large input) takes probes instead.
+        full = m * n <= max_jacobian_size and max(m, n) <= _MAX_BASIS
         routes = _routes(problem, position, full, n_probes, (seed, position))
         index_names = _index_namer(out_meta, argument, np.shape(leaf), full)
         for route, against, actual, expected, others, err in routes:
@@ -344,6 +351,15 @@ def check_rule(
                     )
                 )
                 continue
+            skipped = others.get("skip")
+            if against == AUTODIFF and skipped is not None:
+                nan_reference = int(np.sum(np.isnan(expected) & skipped))
+                if nan_reference:
+                    notes.append(
+                        f"{argument}, {route}: autodiff of the reference is NaN at "
+                        f"{nan_reference} entries; finite differences alone judged "
+                        "the rule there"
+                    )
             comparisons.append(
                 _compare(
                     argument,
@@ -420,6 +436,10 @@ def _differentiable(leaves, argnums):
     return chosen
 
 
+def _is_float(leaf) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+
+
 def _to64(value):
     if isinstance(value, (jax.Array, np.ndarray)) and jnp.issubdtype(
         value.dtype, jnp.floating
@@ -447,6 +467,11 @@ def _label(fn, args):
 # A finite difference is taken to straddle a kink where its one-sided halves differ
 # by more than this fraction of its size (see `_central_differences`).
 _KINK = 1e-3
+# Full mode's basis of cotangents and tangents: at most this many of each.
+_MAX_BASIS = 4096
+# The cotangent every full-mode basis vector carries: not 1, so that a rule that
+# ignores its cotangent, or takes its absolute value, is caught on a scalar output.
+_BASIS_COTANGENT = -2.0
 # Ulps of the root-sum-square of its terms that a probe's inner product may be off
 # by from rounding in the rule's dtype: room for several ulps per term and for the
 # random sum to land a few standard deviations out.
@@ -512,14 +537,19 @@ def _routes(problem, position, full, n_probes, seed):
         return f
 
     rule_f = along(rule_call, rule_primals)
-    # Each input entry moves by a step relative to its own size, max(1, |x_j|), so
-    # one huge entry (a -1e9 mask) does not set the step for all; an entry that is
-    # not finite does not move at all, and has no derivative compared.
+    # Each input entry moves by a step relative to its own size, or to its distance
+    # from the median entry if that is smaller, and at least 1: one huge entry (a
+    # -1e9 mask) does not set the step for the others, even when masked entries are
+    # the majority, and inputs offset by 1e4 still move by about 6e-6. An entry that
+    # is not finite does not move at all, and has no derivative compared.
     x_np = np.asarray(primals64[position], np.float64).reshape(-1)
+    usable = np.isfinite(x_np)
+    centre = float(np.median(x_np[usable])) if usable.any() else 0.0
     with np.errstate(invalid="ignore"):
-        step = np.where(np.isfinite(x_np), np.maximum(1.0, np.abs(x_np)), 0.0)
+        size = np.minimum(np.abs(x_np), np.abs(x_np - centre))
+        step = np.where(usable, np.maximum(1.0, size), 0.0)
     if full:
-        cotangents = jnp.eye(m, dtype=out_dtype)
+        cotangents = _BASIS_COTANGENT * jnp.eye(m, dtype=out_dtype)
         tangents = jnp.asarray(np.diag(step), dtype=dtype).reshape(n, *shape)
     else:
         rng = np.random.default_rng(seed)
@@ -596,9 +626,10 @@ def _routes(problem, position, full, n_probes, seed):
         scale = np.diag(tan).copy()
         moved = scale != 0
         scale[~moved] = 1.0
-        j_rev = rev  # rows: output basis vectors
+        # Rows of rev are VJPs of the scaled output basis: divide that back out.
+        j_rev = None if rev is None else rev / _BASIS_COTANGENT
         j_fwd = None if fwd is None else fwd.T / scale
-        j_ref = None if ref_rev is None else ref_rev
+        j_ref = None if ref_rev is None else ref_rev / _BASIS_COTANGENT
         j_fd = fd.T / scale
         gap = gap.T / scale
         # Columns of non-finite inputs: no derivative to compare.
@@ -614,6 +645,11 @@ def _routes(problem, position, full, n_probes, seed):
                 # value between the one-sided slopes, fd +- gap; so may autodiff.
                 extra = {"rule": j, "skip": skip, "rows_of": problem.leaf_of}
                 extra["slack"] = gap if against == FINITE_DIFFERENCES else 2 * gap
+                if against == AUTODIFF:
+                    # Where autodiff of the reference is NaN but finite differences
+                    # are finite (sqrt at 0: the reason to write a custom rule),
+                    # finite differences alone judge the rule.
+                    extra["skip"] = skip | (np.isnan(expected) & np.isfinite(j_fd))
                 routes.append((route, against, j, expected, {**others, **extra}, err))
         return routes
 
@@ -625,14 +661,37 @@ def _routes(problem, position, full, n_probes, seed):
                 AUTODIFF,
                 rev,
                 ref_rev,
-                {"rule": rev, AUTODIFF: ref_rev, FINITE_DIFFERENCES: None},
+                {
+                    "rule": rev,
+                    AUTODIFF: ref_rev,
+                    FINITE_DIFFERENCES: None,
+                    # NaN from the reference's autodiff: left to the FD check.
+                    "skip": np.isnan(ref_rev),
+                },
                 rev_err,
             )
         )
     if rev is not None:
-        s_rule = np.sum(rev * tan, axis=1)
-        s_fd = np.sum(cot * fd, axis=1)
-        s_ref = None if ref_rev is None else np.sum(ref_rev * tan, axis=1)
+        rule_rows, weights = rev, cot
+        kinked = gap > 0  # (K, m): outputs whose finite difference straddles a kink
+        if kinked.any():
+            # Leave those outputs out of both sides, rather than allow their gaps:
+            # summed over many kinks (ReLU of exact zeros) an allowance would excuse
+            # any rule. The rule's VJP is taken again with those cotangents zeroed.
+            weights = np.where(kinked, 0.0, cot)
+            masked = jnp.asarray(weights, dtype=out_dtype)
+            rule_rows, _ = safely(
+                lambda: jax.jit(jax.vmap(lambda u: jax.vjp(rule_f, leaf)[1](u)[0]))(
+                    masked
+                ).reshape(len(masked), n)
+            )
+            rule_rows = rev if rule_rows is None else rule_rows
+            gap = np.zeros_like(gap)
+        s_rule = np.sum(rule_rows * tan, axis=1)
+        s_fd = np.sum(weights * fd, axis=1)
+        s_ref = None
+        if ref_rev is not None and not kinked.any():
+            s_ref = np.sum(ref_rev * tan, axis=1)
         # Each inner product is judged against its own size (rtol), plus the rounding
         # the rule's dtype allows: its entries are each off by about an ulp, with
         # signs the random v scatters, so the sum is off by about an ulp of the
@@ -641,11 +700,10 @@ def _routes(problem, position, full, n_probes, seed):
         # confined to a few entries, or in half precision any error, pass.
         eps = max(jnp.finfo(dtype).eps, jnp.finfo(out_dtype).eps)
         terms = np.maximum(
-            np.sqrt(np.sum((cot * fd) ** 2, axis=1)),
-            np.sqrt(np.sum((rev * tan) ** 2, axis=1)),
+            np.sqrt(np.sum((weights * fd) ** 2, axis=1)),
+            np.sqrt(np.sum((rule_rows * tan) ** 2, axis=1)),
         )
         slack = _ROUNDING_ULPS * float(eps) * np.nan_to_num(terms, posinf=0.0)
-        slack = slack + np.sum(np.abs(cot) * gap, axis=1)
         routes.append(
             (
                 "reverse",
@@ -673,17 +731,18 @@ def _routes(problem, position, full, n_probes, seed):
     return routes
 
 
-def _value_comparisons(problem, out_meta, rtol, atol):
+def _value_comparisons(problem, out_meta, out_dtype, rtol, atol):
     """Failing comparisons of the output through the rule with `fn(*args)`'s.
 
     A `custom_vjp`'s forward rule and a `custom_jvp`'s rule return the primal output
     themselves; `jax.grad` and training see that value, while finite differences
     and `fn(*args)` see the plain forward pass. A rule that returns something else
-    is wrong even when its derivatives agree.
+    is wrong even when its derivatives agree. Judged in `out_dtype` (the least
+    precise output leaf's), each leaf against its own scale.
     """
     call, primals = problem.rule_call, problem.rule_primals
-    direct = np.asarray(jax.jit(call)(*primals), np.float64)[None]
-    r, a = _tolerance(jax.eval_shape(call, *primals).dtype, AUTODIFF, rtol, atol)
+    direct = np.asarray(jax.jit(call)(*primals), np.float64)[:, None]
+    r, a = _tolerance(out_dtype, AUTODIFF, rtol, atol)
 
     def zeros(p):
         return tuple(jnp.zeros_like(x) for x in p)
@@ -695,7 +754,7 @@ def _value_comparisons(problem, out_meta, rtol, atol):
     failed, seen = [], []
     for route, through in routes:
         try:
-            value = np.asarray(jax.jit(through)(*primals), np.float64)[None]
+            value = np.asarray(jax.jit(through)(*primals), np.float64)[:, None]
         except Exception:  # no such rule (a custom_vjp has no forward one)
             continue
         # jax.jvp may run a custom_vjp's forward rule: the same value, said once.
@@ -709,10 +768,10 @@ def _value_comparisons(problem, out_meta, rtol, atol):
             "value",
             value,
             direct,
-            {"rule": value, "expected": direct},
+            {"rule": value, "expected": direct, "rows_of": problem.leaf_of},
             r,
             a,
-            lambda row, col, against, route: _out_name(out_meta, col),
+            lambda row, col, against, route: _out_name(out_meta, row),
         )
         if not comparison.passed:
             failed.append(comparison)

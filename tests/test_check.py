@@ -534,3 +534,89 @@ def test_check_a_large_output_leaf_does_not_hide_a_small_ones_error():
 def test_check_rejects_an_output_without_floats():
     with pytest.raises(TypeError, match=r"no floating-point array.*int32"):
         jaxderiv.check_rule(lambda x: (x > 0).astype(jnp.int32), jnp.ones(3))
+
+
+# From a third user's attempts: cotangents other than 1, NaN in the reference,
+# sizes that full mode cannot hold, many kinks in probe mode, large offsets.
+
+
+def test_check_a_loss_rule_that_ignores_its_cotangent_fails(key):
+    # A scalar output in full mode used to be probed with the cotangent 1 alone.
+    def loss(p, y):
+        return jnp.mean((p - y) ** 2)
+
+    def backward(res, g):  # forgets to multiply by g
+        p, y = res
+        return 2 * (p - y) / p.size, -2 * (p - y) / p.size
+
+    forgetful = jax.custom_vjp(loss)
+    forgetful.defvjp(lambda p, y: (loss(p, y), (p, y)), backward)
+    x = jax.random.normal(key, (4, 5))
+    report = jaxderiv.check_rule(forgetful, x, 0.5 * x)
+    assert not report.passed
+    assert {c.argument for c in report.failures} == {"p", "y"}
+
+
+def test_check_nan_in_the_references_autodiff_is_left_to_finite_differences():
+    # The classic reason for a custom rule: sqrt's derivative at 0.
+    @jax.custom_jvp
+    def norm(x):
+        return jnp.sqrt(jnp.sum(x**2))
+
+    @norm.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        n = norm(x)
+        safe = jnp.where(n == 0, 1.0, n)
+        return n, jnp.where(n == 0, 0.0, jnp.sum(x * t) / safe)
+
+    report = jaxderiv.check_rule(norm, jnp.zeros(3))
+    assert report.passed, str(report)
+    assert any("NaN at 3 entries" in note for note in report.notes)
+
+
+def test_check_a_scalar_beside_a_large_output_takes_probes(key):
+    # 65,536 Jacobian entries for the scalar, but a 65,536-wide identity would not
+    # fit in memory: the argument is probed instead.
+    x = jax.random.normal(key, (256, 256))
+    report = jaxderiv.check_rule(
+        lambda x, t: jaxderiv.softmax(x / t), x, jnp.array(2.0), reference=None
+    )
+    assert report.passed, str(report)
+    assert {c.mode for c in report.comparisons} == {"probes"}
+
+
+def test_check_probes_leave_kinked_outputs_out_instead_of_excusing_them(key):
+    # Half the entries are exact zeros, ReLU's kink: summed allowances would have
+    # excused a rule that returns nothing at all.
+    x = jax.nn.relu(jax.random.normal(key, (300, 300)))
+    right = _kinked(oracles.relu, lambda x, g: jnp.where(x > 0, g, 0))
+    nothing = _kinked(oracles.relu, lambda x, g: jnp.zeros_like(g))
+    assert jaxderiv.check_rule(lambda x: right(x), x).passed
+    assert not jaxderiv.check_rule(lambda x: nothing(x), x).passed
+
+
+def test_check_inputs_far_from_zero_move_by_a_small_step(key):
+    # A layernorm of inputs offset by 1e4: its output changes on a scale of 1, so a
+    # step relative to |x| (6e-2) would blur the finite differences.
+    def layernorm(x):
+        centred = x - jnp.mean(x, -1, keepdims=True)
+        return centred / jnp.sqrt(jnp.mean(centred**2, -1, keepdims=True) + 1e-5)
+
+    x = 1e4 + jax.random.normal(key, (3, 8))
+    assert jaxderiv.check_rule(layernorm, x, reference=layernorm).passed
+
+
+def test_check_value_through_the_rule_in_bfloat16_uses_bfloat16_tolerance(key):
+    # rsqrt in the forward rule, division by sqrt in fn: a bfloat16 step apart.
+    def scaled(x):
+        return x / jnp.sqrt(jnp.sum(x * x) + 1)
+
+    rule = jax.custom_vjp(scaled)
+    rule.defvjp(
+        lambda x: (x * jax.lax.rsqrt(jnp.sum(x * x) + 1), x),
+        lambda x, g: jax.vjp(scaled, x)[1](g),
+    )
+    x = jax.random.normal(key, (8,), jnp.bfloat16)
+    report = jaxderiv.check_rule(rule, x, reference=scaled)
+    assert not [c for c in report.failures if c.mode == "value"], str(report)
