@@ -526,17 +526,37 @@ def _routes(problem, position, full, n_probes, seed):
     n = leaf.size
     out_dtype = jax.eval_shape(rule_call, *rule_primals).dtype
 
-    def along(call, primals):
-        """`call` as a function of this argument only."""
+    def along(call):
+        """`call` as a function of this argument `x` and all of them, `rest`."""
 
-        def f(x):
-            current = list(primals)
+        def f(x, rest):
+            current = list(rest)
             current[position] = x
             return call(*current)
 
         return f
 
-    rule_f = along(rule_call, rule_primals)
+    # Every compiled route takes the inputs as arguments, never as constants that
+    # XLA would fold (slowly, and with warnings, for large ones).
+    def vjp_rows(f, x, rest, cotangents):
+        @jax.jit
+        def rows(x, rest, cotangents):
+            _, pullback = jax.vjp(lambda y: f(y, rest), x)
+            return jax.vmap(lambda u: pullback(u)[0])(cotangents)
+
+        return rows(x, rest, cotangents).reshape(len(cotangents), -1)
+
+    def jvp_rows(f, x, rest, tangents):
+        @jax.jit
+        def rows(x, rest, tangents):
+            def one(v):
+                return jax.jvp(lambda y: f(y, rest), (x,), (v.reshape(x.shape),))[1]
+
+            return jax.vmap(one)(tangents)
+
+        return rows(x, rest, tangents)
+
+    rule_f = along(rule_call)
     # Each input entry moves by a step relative to its own size, or to its distance
     # from the median entry if that is smaller, and at least 1: one huge entry (a
     # -1e9 mask) does not set the step for the others, even when masked entries are
@@ -566,16 +586,10 @@ def _routes(problem, position, full, n_probes, seed):
             return None, f"{type(err).__name__}: {err}"
 
     # Reverse rule: rows are VJPs of the cotangents, shape (K, n).
-    rev, rev_err = safely(
-        lambda: jax.jit(jax.vmap(lambda u: jax.vjp(rule_f, leaf)[1](u)[0]))(
-            cotangents
-        ).reshape(len(cotangents), n)
-    )
+    rev, rev_err = safely(lambda: vjp_rows(rule_f, leaf, rule_primals, cotangents))
     fwd, fwd_err = None, None
     # Forward rule: JVPs of the tangents, shape (K, m). A custom_vjp refuses it.
-    fwd, fwd_err = safely(
-        lambda: jax.jit(jax.vmap(lambda v: jax.jvp(rule_f, (leaf,), (v,))[1]))(tangents)
-    )
+    fwd, fwd_err = safely(lambda: jvp_rows(rule_f, leaf, rule_primals, tangents))
     has_forward = not (fwd_err and NO_FORWARD_MODE in fwd_err)
 
     with jax.enable_x64(True):
@@ -584,22 +598,14 @@ def _routes(problem, position, full, n_probes, seed):
         x64 = primals64[position]
         ref_rev = ref_fwd = None
         if ref_call is not None:
-            ref_f = along(ref_call, primals64)
-            ref_rev = np.asarray(
-                jax.jit(jax.vmap(lambda u: jax.vjp(ref_f, x64)[1](u)[0]))(cot64)
-            ).reshape(len(cot64), n)
+            ref_f = along(ref_call)
+            ref_rev = np.asarray(vjp_rows(ref_f, x64, primals64, cot64))
             if has_forward and not full:
                 # Full Jacobians reuse ref_rev; probes need the reference's JVPs.
-                ref_fwd = np.asarray(
-                    jax.jit(
-                        jax.vmap(
-                            lambda v: jax.jvp(ref_f, (x64,), (v.reshape(shape),))[1]
-                        )
-                    )(tan64)
-                )
+                ref_fwd = np.asarray(jvp_rows(ref_f, x64, primals64, tan64))
         fd, gap = (
             np.asarray(a)
-            for a in _central_differences(along(fd_call, primals64), x64, tan64)
+            for a in _central_differences(along(fd_call), x64, primals64, tan64)
         )
     # Rows of non-finite outputs are not compared: zero them in every route.
     fd = np.where(problem.finite, fd, 0.0)
@@ -680,11 +686,7 @@ def _routes(problem, position, full, n_probes, seed):
             # any rule. The rule's VJP is taken again with those cotangents zeroed.
             weights = np.where(kinked, 0.0, cot)
             masked = jnp.asarray(weights, dtype=out_dtype)
-            rule_rows, _ = safely(
-                lambda: jax.jit(jax.vmap(lambda u: jax.vjp(rule_f, leaf)[1](u)[0]))(
-                    masked
-                ).reshape(len(masked), n)
-            )
+            rule_rows, _ = safely(lambda: vjp_rows(rule_f, leaf, rule_primals, masked))
             rule_rows = rev if rule_rows is None else rule_rows
             gap = np.zeros_like(gap)
         s_rule = np.sum(rule_rows * tan, axis=1)
@@ -778,7 +780,7 @@ def _value_comparisons(problem, out_meta, out_dtype, rtol, atol):
     return failed
 
 
-def _central_differences(f, x, directions):
+def _central_differences(f, x, rest, directions):
     """`(fd, gap)` for each row v of `directions`, in float64.
 
     `fd = (f(x + h v) - f(x - h v)) / 2h`, the central difference, and `gap =
@@ -796,16 +798,18 @@ def _central_differences(f, x, directions):
     h = np.finfo(np.float64).eps ** (1 / 3)
 
     @jax.jit
-    @jax.vmap
-    def one(v):
-        v = v.reshape(x.shape)
-        ahead, behind = f(x + h * v), f(x - h * v)
-        return (ahead - behind) / (2 * h), jnp.abs(ahead - 2 * centre + behind) / (
-            2 * h
-        )
+    def differences(x, rest, directions):
+        centre = f(x, rest)
 
-    centre = jax.jit(f)(x)
-    return one(directions)
+        def one(v):
+            v = v.reshape(x.shape)
+            ahead, behind = f(x + h * v, rest), f(x - h * v, rest)
+            gap = jnp.abs(ahead - 2 * centre + behind) / (2 * h)
+            return (ahead - behind) / (2 * h), gap
+
+        return jax.vmap(one)(directions)
+
+    return differences(x, rest, directions)
 
 
 def _out_name(out_meta, i):
