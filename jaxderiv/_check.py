@@ -587,7 +587,6 @@ def _routes(problem, position, full, n_probes, seed):
 
     # Reverse rule: rows are VJPs of the cotangents, shape (K, n).
     rev, rev_err = safely(lambda: vjp_rows(rule_f, leaf, rule_primals, cotangents))
-    fwd, fwd_err = None, None
     # Forward rule: JVPs of the tangents, shape (K, m). A custom_vjp refuses it.
     fwd, fwd_err = safely(lambda: jvp_rows(rule_f, leaf, rule_primals, tangents))
     has_forward = not (fwd_err and NO_FORWARD_MODE in fwd_err)
@@ -612,8 +611,8 @@ def _routes(problem, position, full, n_probes, seed):
     gap = np.where(problem.finite, np.nan_to_num(gap, nan=np.inf), 0.0)
     # Only a kink needs the allowance: where f is smooth, gap ~ h |f''| / 2 is far
     # above fd's true O(h^2) error and would blunt the comparison.
-    size = np.abs(fd) + np.mean(np.abs(fd), axis=1, keepdims=True)
-    gap = np.where(gap > _KINK * size, gap, 0.0)
+    magnitude = np.abs(fd) + np.mean(np.abs(fd), axis=1, keepdims=True)
+    gap = np.where(gap > _KINK * magnitude, gap, 0.0)
     if fwd is not None:
         fwd = np.where(problem.finite, fwd, 0.0)
     if ref_fwd is not None:
@@ -677,18 +676,18 @@ def _routes(problem, position, full, n_probes, seed):
                 rev_err,
             )
         )
-    if rev is not None:
-        rule_rows, weights = rev, cot
-        kinked = gap > 0  # (K, m): outputs whose finite difference straddles a kink
-        if kinked.any():
-            # Leave those outputs out of both sides, rather than allow their gaps:
-            # summed over many kinks (ReLU of exact zeros) an allowance would excuse
-            # any rule. The rule's VJP is taken again with those cotangents zeroed.
-            weights = np.where(kinked, 0.0, cot)
-            masked = jnp.asarray(weights, dtype=out_dtype)
-            rule_rows, _ = safely(lambda: vjp_rows(rule_f, leaf, rule_primals, masked))
-            rule_rows = rev if rule_rows is None else rule_rows
-            gap = np.zeros_like(gap)
+    rule_rows, weights = rev, cot
+    kinked = gap > 0  # (K, m): outputs whose finite difference straddles a kink
+    if rev is not None and kinked.any():
+        # Leave those outputs out of both sides of the inner product, rather than
+        # allow their gaps: summed over many kinks (ReLU of exact zeros) an allowance
+        # would excuse any rule. The rule's VJP is taken again with them zeroed.
+        weights = np.where(kinked, 0.0, cot)
+        masked = jnp.asarray(weights, dtype=out_dtype)
+        rule_rows, rev_err = safely(
+            lambda: vjp_rows(rule_f, leaf, rule_primals, masked)
+        )
+    if rule_rows is not None:
         s_rule = np.sum(rule_rows * tan, axis=1)
         s_fd = np.sum(weights * fd, axis=1)
         s_ref = None

@@ -594,6 +594,10 @@ def test_check_probes_leave_kinked_outputs_out_instead_of_excusing_them(key):
     nothing = _kinked(oracles.relu, lambda x, g: jnp.zeros_like(g))
     assert jaxderiv.check_rule(lambda x: right(x), x).passed
     assert not jaxderiv.check_rule(lambda x: nothing(x), x).passed
+    # A forward rule is compared output by output: the kinked ones keep their gap.
+    report = jaxderiv.check_rule(jaxderiv.jvp.relu, x)
+    assert report.passed, str(report)
+    assert "forward" in {c.route for c in report.comparisons}
 
 
 def test_check_inputs_far_from_zero_move_by_a_small_step(key):
