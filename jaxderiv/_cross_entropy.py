@@ -290,7 +290,10 @@ def _cross_entropy_jvp_rule(axes, smoothing, primals, tangents):
     log_p, p, y = _log_probs_and_labels(x, labels, axes, where, smoothing)
     grad = jnp.sum(y, axes, keepdims=True) * p - y
     finite = jnp.isfinite(log_p)
-    xf = jnp.where(finite, _numerics.upcast(x_dot), 0)
+    # A tangent counts wherever (2) can be nonzero: a finite log p, or a label on a
+    # -inf logit (there (2) is -y, as in the reverse rule). Elsewhere an inf or NaN
+    # tangent at an excluded entry must not reach the sum.
+    xf = jnp.where(finite | (y != 0), _numerics.upcast(x_dot), 0)
     lf = jnp.where(finite, _numerics.upcast(labels_dot), 0)
     l_dot = jnp.sum(grad * xf, axes)
     l_dot = l_dot - (1 - smoothing) * jnp.sum(jnp.where(finite, log_p, 0) * lf, axes)
@@ -329,7 +332,9 @@ def _integer_cross_entropy_jvp_rule(axis, smoothing, primals, tangents):
     (x, labels, where), (x_dot, _, _) = primals, tangents
     log_p, p, y = _one_hot_rows(x, labels, axis, where, smoothing)
     grad = jnp.sum(y, axis, keepdims=True) * p - y
-    xf = jnp.where(jnp.isfinite(log_p), _numerics.upcast(x_dot), 0)
+    # As in the probability-label rule: a label on a -inf logit keeps its tangent.
+    live = jnp.isfinite(log_p) | (y != 0)
+    xf = jnp.where(live, _numerics.upcast(x_dot), 0)
     out = _integer_cross_entropy_jvp(x, labels, axis, where, smoothing)
     return out, jnp.sum(grad * xf, axis).astype(out.dtype)  # (3)
 

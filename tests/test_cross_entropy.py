@@ -4,6 +4,8 @@ The oracles are `-sum(y * log_softmax(x))` written out, with smoothing `(1 - a) 
 a / C`, and the integer variant through `jax.nn.one_hot`; optax is a second route.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -1030,3 +1032,33 @@ def test_cross_entropy_explicit_jacobian_rejects_several_axes():
         jaxderiv.jacobians.softmax_cross_entropy(
             jnp.ones((2, 3)), jnp.ones((2, 3)), axis=(0, 1)
         )
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_twins_match_the_default_rule_on_a_label_at_minus_inf(smoothing):
+    # A positive label on a -inf logit: (2) gives x_bar = (sum y) p - y = -y' there
+    # (p = 0), the limit as the logit falls. The forward-mode twins, transposed by
+    # JAX, must give the same, not drop that entry's tangent.
+    x = jnp.array([[1.0, 2.0, -jnp.inf], [0.5, -jnp.inf, 0.0]])
+    probs = jnp.array([[0.0, 0.0, 1.0], [0.5, 0.0, 0.5]])
+    k = jnp.array([2, 1])
+    cases = [
+        (jaxderiv.softmax_cross_entropy, jaxderiv.jvp.softmax_cross_entropy, probs),
+        (
+            jaxderiv.softmax_cross_entropy_with_integer_labels,
+            jaxderiv.jvp.softmax_cross_entropy_with_integer_labels,
+            k,
+        ),
+    ]
+    for op, twin, labels in cases:
+
+        def total(f, x, labels=labels):
+            return jnp.sum(f(x, labels, label_smoothing=smoothing))
+
+        ours = jax.grad(functools.partial(total, op))(x)
+        theirs = jax.grad(functools.partial(total, twin))(x)
+        np.testing.assert_allclose(theirs, ours, rtol=1e-12, atol=0)
+        # Row 0 by hand, no smoothing: p = softmax(1, 2) on the first two, y = e_3.
+        if smoothing == 0.0 and op is jaxderiv.softmax_cross_entropy:
+            p = jax.nn.softmax(jnp.array([1.0, 2.0]))
+            np.testing.assert_allclose(ours[0], [p[0], p[1], -1.0], rtol=1e-12)
