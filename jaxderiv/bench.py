@@ -920,10 +920,14 @@ def _target(
 ) -> dict:
     """A target's verdict; `spread` is the value's relative uncertainty, if any."""
     met = value <= limit if at_most else value >= limit
+    # Enough digits that a value just past the limit does not print as the limit.
+    digits = 3
+    while digits < 8 and value != limit and float(f"{value:.{digits}g}") == limit:
+        digits += 1
     return {
         "target": text,
         "value": value,
-        "measured": f"{value:.3g}{unit}",
+        "measured": f"{value:.{digits}g}{unit}",
         "met": met,
         "spread": spread,
         # The verdict could flip within the spread of the medians it compares.

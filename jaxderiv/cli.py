@@ -588,7 +588,7 @@ def _add_verify(commands) -> None:
             "of the op's plain forward pass and against float64 central finite "
             "differences; exits 1 if any check fails."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--dtypes",
